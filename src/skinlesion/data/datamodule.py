@@ -1,0 +1,227 @@
+"""SkinLesionDataModule: prepared manifest -> datasets -> loaders, with augmentation and balancing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torchvision.transforms.v2 import functional as TF
+
+from skinlesion.data.images import load_image
+from skinlesion.data.prepare import (
+    PrepareParams,
+    ensure_prepared,
+    iter_class_files,
+    prepared_dir as prepared_dir_for,
+    read_manifest,
+)
+from skinlesion.data.transforms import AugmentParams, eval_transforms, train_transforms
+from skinlesion.errors import DataError, ImageDecodeError
+from skinlesion.paths import default_data_root
+
+log = logging.getLogger(__name__)
+
+BALANCE_MODES = ("loss", "sampler", "none")
+
+
+def to_uint8_tensor(image: Image.Image, max_side: int | None = None) -> torch.Tensor:
+    """RGB PIL -> uint8 CHW tensor, shrinking very large images once so the cache stays small."""
+    if max_side and min(image.size) > max_side:
+        image = image.copy()
+        scale = max_side / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+    return TF.pil_to_tensor(image)
+
+
+class ImageListDataset(Dataset):
+    """(relative path, label index) items under a root, decoded by the project's one decoder."""
+
+    def __init__(self, root: Path, items: Sequence[tuple[str, int]], transform, cache: bool = True,
+                 max_side: int | None = None) -> None:
+        self.root = Path(root)
+        self.items = list(items)
+        self.transform = transform
+        self.cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.max_side = max_side
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def raw(self, index: int) -> torch.Tensor:
+        """The decoded uint8 image (cached), before any transform."""
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        tensor = to_uint8_tensor(load_image(self.root / self.items[index][0]), self.max_side)
+        if self.cache is not None:
+            self.cache[index] = tensor
+        return tensor
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.raw(index)), self.items[index][1]
+
+    def drop_unreadable(self) -> list[dict]:
+        """Decode everything now; remove and return the items that fail (for ad-hoc folders)."""
+        keep, dropped = [], []
+        for i, item in enumerate(self.items):
+            try:
+                self.raw(i)
+                keep.append(item)
+            except ImageDecodeError as e:
+                dropped.append({"path": item[0], "reason": str(e)})
+        if dropped:
+            self.items = keep
+            if self.cache is not None:
+                self.cache.clear()
+        return dropped
+
+
+def folder_items(root: Path, class_names: Sequence[str]) -> tuple[list[tuple[str, int]], list[dict]]:
+    """Items of a class-per-folder directory whose folders are a subset of ``class_names``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"evaluation folder {root} does not exist or is not a directory")
+    present = sorted(e for e in os.listdir(root) if (root / e).is_dir() and not e.startswith("."))
+    lookup = {c.lower(): i for i, c in enumerate(class_names)}
+    known = [f for f in present if f.lower() in lookup]
+    if not known:
+        raise DataError(
+            f"{root} has no folder named after a class of the model ({', '.join(class_names)}); "
+            f"it holds {present or 'no folders'}"
+        )
+    ignored = [{"path": f, "reason": "not a class of the model (ignored)"} for f in present if f not in known]
+    items = [
+        (p.relative_to(root).as_posix(), lookup[f.lower()])
+        for f in known
+        for p in iter_class_files(root, f)
+        if not p.name.startswith(".")
+    ]
+    return items, ignored
+
+
+class SkinLesionDataModule(L.LightningDataModule):
+    """Reads the prepared manifest; train/val/test datasets with separate transforms.
+
+    ``prepare_data`` runs the preparation when the manifest is missing or the data changed, so
+    ``python -m skinlesion.train`` works on its own; ``make train`` runs it explicitly first.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        prepared_dir: str = "outputs/prepared",
+        class_names: Sequence[str] | None = None,
+        split: dict | None = None,
+        near_duplicates: dict | None = None,
+        conflicts: str = "train",
+        image_size: int = 224,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        balance: str = "loss",
+        augment: dict | None = None,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        cache_images: bool = True,
+        download: bool = False,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if balance not in BALANCE_MODES:
+            raise DataError(f"data.balance must be one of {BALANCE_MODES}, got {balance!r}")
+        self.save_hyperparameters(logger=False)
+        self.root = Path(root) if root else default_data_root()
+        self.params = PrepareParams.from_config(class_names, split, near_duplicates, conflicts)
+        self.augment = AugmentParams(**(augment or {}))
+        self.manifest_path = prepared_dir_for(Path(self.hparams.prepared_dir), self.root, self.params) / "manifest.csv"
+        self.class_names: list[str] = list(class_names) if class_names else []
+        self.datasets: dict[str, ImageListDataset] = {}
+
+    # -- preparation ---------------------------------------------------------------------------
+    def prepare_data(self, force: bool = False) -> dict:
+        if not self.root.exists() and self.hparams.download:
+            from skinlesion.data.download import download_msid
+
+            self.root = download_msid()
+        manifest, report = ensure_prepared(self.root, Path(self.hparams.prepared_dir), self.params, force=force)
+        self.manifest_path = manifest
+        return report
+
+    @property
+    def report(self) -> dict:
+        path = self.manifest_path.with_name("report.json")
+        if not path.is_file():
+            raise DataError(f"{path} not found; run prepare_data() first")
+        return json.loads(path.read_text())
+
+    # -- datasets ------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        rows = read_manifest(self.manifest_path)
+        self.class_names = list(self.report["class_names"])
+        index = {c: i for i, c in enumerate(self.class_names)}
+        size, mean, std = self.hparams.image_size, self.hparams.mean, self.hparams.std
+        max_side = 2 * size
+        for split in ("train", "val", "test"):
+            items = [(r["path"], index[r["label"]]) for r in rows if r["split"] == split]
+            tf = train_transforms(size, mean, std, self.augment) if split == "train" else eval_transforms(
+                size, mean, std
+            )
+            self.datasets[split] = ImageListDataset(self.root, items, tf, self.hparams.cache_images, max_side)
+        self.manifest_rows = rows
+
+    def split_rows(self, split: str) -> list[dict[str, str]]:
+        return [r for r in self.manifest_rows if r["split"] == split]
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        counts = Counter(label for _, label in self.datasets[split].items)
+        return [counts.get(i, 0) for i in range(len(self.class_names))]
+
+    @property
+    def loss_weights(self) -> list[float] | None:
+        """Inverse-frequency class weights for the loss when ``balance=loss``; else None."""
+        if self.hparams.balance != "loss":
+            return None
+        counts = self.class_counts("train")
+        total, k = sum(counts), len(counts)
+        return [round(total / (k * c), 6) if c else 0.0 for c in counts]
+
+    # -- loaders -------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, shuffle: bool = False, sampler=None, batch_size: int | None = None):
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.hparams.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.datasets["train"]
+        if self.hparams.balance == "sampler":
+            counts = self.class_counts("train")
+            weights = [1.0 / counts[label] for _, label in ds.items]
+            gen = torch.Generator().manual_seed(self.hparams.seed)
+            sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True, generator=gen)
+            return self._loader(ds, sampler=sampler)
+        return self._loader(ds, shuffle=True)
+
+    def eval_loader(self, split: str) -> DataLoader:
+        return self._loader(self.datasets[split], batch_size=self.hparams.eval_batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_loader("test")

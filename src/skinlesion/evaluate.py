@@ -1,0 +1,191 @@
+"""``python -m skinlesion.evaluate``: score a checkpoint on a split or any class-per-folder folder.
+
+Writes ``metrics.json``, ``classification_report.md``, ``confusion_matrix.png``,
+``misclassified.png``, ``predictions.csv`` and, when the run's CSV log is there,
+``training_curves.png``. ``train`` calls :func:`write_evaluation` on its best checkpoint, so every
+run directory carries the same artefacts in ``<run>/eval/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from skinlesion.cli import run_task
+from skinlesion.data.datamodule import ImageListDataset, SkinLesionDataModule, folder_items
+from skinlesion.data.transforms import eval_transforms
+from skinlesion.errors import CheckpointError, DataError
+from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.paths import CONF_DIR
+from skinlesion.reports.metrics import classification_metrics, confusion_matrix, report_markdown
+from skinlesion.reports.plots import plot_confusion_matrix, plot_misclassified, plot_training_curves
+from skinlesion.runs import write_json
+
+log = logging.getLogger(__name__)
+
+
+def load_classifier(path: str | Path) -> SkinLesionClassifier:
+    """Load a Lightning checkpoint without running pickled code (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        model = SkinLesionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "Unsupported global" in text or "GLOBAL" in text:
+            detail = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), text[:200])
+            raise CheckpointError(
+                f"refused to load {path}: it asks to unpickle code objects, which could run code on this "
+                f"machine ({detail})"
+            ) from e
+        raise CheckpointError(
+            f"{path} is not a usable skinlesion checkpoint: corrupt or not a checkpoint"
+        ) from e
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path} is not a usable skinlesion checkpoint: {e}") from e
+    return model.eval()
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def test_predictions(model: SkinLesionClassifier, dataset, batch_size: int = 64, accelerator: str = "auto"):
+    """Run the Lightning test loop once; returns (probs, targets) as NumPy arrays."""
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.test(model, dataloaders=DataLoader(dataset, batch_size=batch_size), verbose=False)
+    return model.test_outputs["probs"].numpy(), model.test_outputs["targets"].numpy()
+
+
+def write_evaluation(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    dataset: ImageListDataset,
+    class_names: Sequence[str],
+    out_dir: Path,
+    prefix: str = "test",
+    csv_log: Path | None = None,
+) -> dict:
+    """Metrics and every evaluation artefact for one set of predictions."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot write the evaluation to {out_dir}: {e.strerror or e}") from e
+    metrics = classification_metrics(probs, targets, class_names, prefix)
+    write_json(out_dir / "metrics.json", metrics)
+    title = f"Classification report ({prefix}, {len(targets)} images)"
+    (out_dir / "classification_report.md").write_text(report_markdown(probs, targets, class_names, title))
+    preds = probs.argmax(1)
+    cm = confusion_matrix(targets, preds, len(class_names))
+    plot_confusion_matrix(cm, class_names, out_dir / "confusion_matrix.png", title=prefix)
+    wrong = np.nonzero(preds != targets)[0]
+    wrong = wrong[np.argsort(-probs[wrong, preds[wrong]])]  # most confident mistakes first
+    plot_misclassified(
+        [dataset.raw(int(i)).permute(1, 2, 0).numpy() for i in wrong[:24]],
+        [class_names[targets[i]] for i in wrong[:24]],
+        [class_names[preds[i]] for i in wrong[:24]],
+        [float(probs[i, preds[i]]) for i in wrong[:24]],
+        out_dir / "misclassified.png",
+    )
+    with open(out_dir / "predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["path", "true", "pred", *[f"p_{c}" for c in class_names]])
+        for (path, _), t, p, row in zip(dataset.items, targets, preds, probs, strict=True):
+            w.writerow([path, class_names[t], class_names[p], *[f"{v:.6f}" for v in row]])
+    if csv_log is not None:
+        plot_training_curves(csv_log, out_dir / "training_curves.png")
+    return metrics
+
+
+def check_manifest(model: SkinLesionClassifier, manifest: Path) -> None:
+    """Warn when the prepared data differs from the data the checkpoint was trained on."""
+    expected = model.hparams.get("data_manifest_sha256")
+    if not expected or not manifest.is_file():
+        return
+    actual = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    if actual != expected:
+        log.warning(
+            "the data under this checkpoint has changed: manifest %s has SHA-256 %s, the checkpoint "
+            "was trained on %s. Scores are not comparable with the run's own.",
+            manifest,
+            actual[:12],
+            expected[:12],
+        )
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    ckpt = (
+        Path(cfg.ckpt_path) if cfg.ckpt_path else Path(cfg.paths.output_root) / "latest/checkpoints/best.ckpt"
+    )
+    if not cfg.ckpt_path and not ckpt.is_file():
+        raise CheckpointError(
+            f"no checkpoint given and {ckpt} does not exist; train first (make train) or pass ckpt_path=..."
+        )
+    model = load_classifier(ckpt)
+    run_dir = run_dir_of(ckpt)
+    if cfg.folder:
+        folder = Path(cfg.folder)
+        items, ignored = folder_items(folder, model.class_names)
+        pre = model.preprocessing
+        dataset = ImageListDataset(folder, items, eval_transforms(pre["image_size"], pre["mean"], pre["std"]))
+        excluded = ignored + dataset.drop_unreadable()
+        prefix, name = "folder", folder.resolve().name
+    else:
+        overrides = {"root": cfg.data.root} if cfg.data.root else {}
+        dm = SkinLesionDataModule.load_from_checkpoint(ckpt, weights_only=True, **overrides)
+        if not dm.manifest_path.is_file():
+            dm.prepare_data()
+        check_manifest(model, dm.manifest_path)
+        dm.setup("test")
+        if cfg.split not in dm.datasets:
+            raise DataError(
+                f"split must be one of {list(dm.datasets)} (or use folder=...), got {cfg.split!r}"
+            )
+        dataset, excluded, prefix, name = dm.datasets[cfg.split], [], cfg.split, cfg.split
+    if len(dataset) == 0:
+        raise DataError(f"nothing to evaluate: no readable images in {cfg.folder or cfg.split}")
+    out_dir = (
+        Path(cfg.output_dir) if cfg.output_dir else run_dir / ("eval" if name == "test" else f"eval-{name}")
+    )
+    probs, targets = test_predictions(model, dataset, cfg.batch_size, cfg.accelerator)
+    csv_log = run_dir / "csv" / "metrics.csv"
+    metrics = write_evaluation(
+        probs, targets, dataset, model.class_names, out_dir, prefix, csv_log if csv_log.is_file() else None
+    )
+    if excluded:
+        write_json(out_dir / "excluded.json", excluded)
+        log.warning("%d files left out (listed in %s)", len(excluded), out_dir / "excluded.json")
+    log.info("evaluation of %s on %s written to %s", ckpt, name, out_dir)
+    keys = [f"{prefix}/acc", f"{prefix}/f1_macro", f"{prefix}/precision_macro", f"{prefix}/recall_macro"]
+    print("  ".join(f"{k}={metrics[k]:.4f}" for k in keys))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    torch.set_float32_matmul_precision("high")
+    run_task(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

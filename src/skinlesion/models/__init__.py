@@ -1,0 +1,1 @@
+"""Models: offline pretrained backbones, the from-scratch CNN, weight penalties, the LightningModule."""

@@ -1,0 +1,1 @@
+"""Reports: metrics from predictions, and the plots a researcher reads."""

@@ -1,0 +1,177 @@
+"""Train and evaluate on a small real-data slice, in-process and through the command line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from skinlesion.data.datamodule import SkinLesionDataModule
+from skinlesion.evaluate import evaluate, load_classifier
+from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.train import train
+from tests.conftest import CLASSES
+
+ARTEFACTS = [
+    "metrics.json",
+    "classification_report.md",
+    "confusion_matrix.png",
+    "misclassified.png",
+    "predictions.csv",
+    "training_curves.png",
+]
+FAST = [
+    "model=simple_cnn",
+    "data.image_size=48",
+    "data.batch_size=16",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "callbacks.progress_bar=null",
+    "trainer.enable_model_summary=false",
+]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
+
+
+@pytest.mark.integration
+def test_fit_on_real_slice_writes_the_run_and_evaluate_rewrites_it(tmp_path, compose_cfg, real_slice):
+    cfg = compose_cfg(f"data.root={real_slice}", *FAST)
+    objective = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in (
+        "test/acc",
+        "test/f1_macro",
+        "test/precision_macro",
+        "test/recall_macro",
+        *(f"test/{m}/{c}" for m in ("precision", "recall", "f1") for c in CLASSES),
+    ):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert objective == pytest.approx(metrics["val/f1_macro_best"])
+    assert (run / "checkpoints/best.ckpt").is_file() and (run / "checkpoints/last.ckpt").is_file()
+    assert all((run / "eval" / a).stat().st_size > 0 for a in ARTEFACTS)
+    assert (
+        json.loads((run / "run_info.json").read_text())["data_manifest_sha256"]
+        == metrics["data_manifest_sha256"]
+    )
+    assert (tmp_path / "outputs/latest").resolve() == run.resolve()
+
+    # standalone evaluate on the default (latest) checkpoint, then on val into another folder
+    eval_cfg = compose_cfg(config_name="evaluate")
+    again = evaluate(eval_cfg)
+    assert again["test/f1_macro"] == pytest.approx(metrics["test/f1_macro"])
+    val = evaluate(compose_cfg("split=val", f"output_dir={tmp_path / 'val_eval'}", config_name="evaluate"))
+    assert val["val/n"] > 0 and all((tmp_path / "val_eval" / a).is_file() for a in ARTEFACTS[:5])
+
+
+@pytest.mark.integration
+def test_evaluate_on_a_class_folder_with_missing_classes_and_a_bad_file(tmp_path, compose_cfg, real_slice):
+    cfg = compose_cfg(f"data.root={real_slice}", *FAST, "trainer.max_epochs=1")
+    train(cfg)
+    folder = tmp_path / "external"
+    for name in ("Chickenpox", "Normal"):
+        (folder / name).mkdir(parents=True)
+        for f in sorted((real_slice / name).iterdir())[:3]:
+            (folder / name / f.name).symlink_to(f.resolve())
+    (folder / "Normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (folder / "Unrelated").mkdir()
+    out = tmp_path / "ext_eval"
+    m = evaluate(compose_cfg(f"folder={folder}", f"output_dir={out}", config_name="evaluate"))
+    assert m["folder/n"] == 6
+    assert m["folder/support/Monkeypox"] == 0
+    excluded = json.loads((out / "excluded.json").read_text())
+    assert {e["path"] for e in excluded} == {"Normal/broken.png", "Unrelated"}
+    assert "absent from the targets" in (out / "classification_report.md").read_text()
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path, synthetic_root):
+    dm = SkinLesionDataModule(
+        root=str(synthetic_root),
+        prepared_dir=str(tmp_path / "p"),
+        class_names=CLASSES,
+        image_size=32,
+        batch_size=8,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    model = SkinLesionClassifier(CLASSES, backbone="simple_cnn", pretrained=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = load_classifier(tmp_path / "m.ckpt")
+    x = torch.stack([dm.datasets["test"][i][0] for i in range(len(dm.datasets["test"]))])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-6)
+    assert loaded.class_names == CLASSES and loaded.hparams.backbone == "simple_cnn"
+    restored = SkinLesionDataModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert restored.manifest_path == dm.manifest_path
+
+
+@pytest.mark.integration
+def test_cli_short_non_default_run(tmp_path, real_slice):
+    r = run_cli(
+        "skinlesion.train",
+        "optimizer=rmsprop",
+        "regularizer=l1",
+        "model=simple_cnn",
+        "trainer.max_epochs=2",
+        f"data.root={real_slice}",
+        "data.image_size=48",
+        f"paths.output_root={tmp_path}",
+        "callbacks.progress_bar=null",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((tmp_path / "latest/metrics.json").read_text())
+    assert metrics["epochs"] == 2 and "test/f1_macro" in metrics
+    cfg = (tmp_path / "latest/.hydra/config.yaml").read_text()
+    assert "RMSprop" in cfg and "l1: 1.0e-06" in cfg
+
+
+@pytest.mark.parametrize(
+    "args, code, fragments",
+    [
+        (["skinlesion.train", "optimizer=foo"], 1, ["Could not find 'optimizer/foo'", "adamw", "rmsprop"]),
+        (
+            ["skinlesion.data.prepare", "data.root=/nonexistent/msid"],
+            2,
+            ["/nonexistent/msid does not exist", "dipuiucse/monkeypoxskinimagedataset"],
+        ),
+        (
+            ["skinlesion.evaluate", "ckpt_path=/nonexistent/best.ckpt"],
+            2,
+            ["checkpoint /nonexistent/best.ckpt not found"],
+        ),
+    ],
+    ids=["unknown-optimizer", "missing-data-root", "missing-checkpoint"],
+)
+def test_cli_errors_are_one_clear_message(tmp_path, args, code, fragments):
+    r = run_cli(*args, f"paths.output_root={tmp_path}")
+    assert r.returncode == code
+    for fragment in fragments:
+        assert fragment in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unreadable_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(np.random.default_rng(0).bytes(1000))
+    with pytest.raises(Exception, match="not a usable skinlesion checkpoint"):
+        load_classifier(bad)
