@@ -20,8 +20,10 @@ from skinlesion.data.prepare import (
     PrepareParams,
     ensure_prepared,
     iter_class_files,
-    prepared_dir as prepared_dir_for,
     read_manifest,
+)
+from skinlesion.data.prepare import (
+    prepared_dir as prepared_dir_for,
 )
 from skinlesion.data.transforms import AugmentParams, eval_transforms, train_transforms
 from skinlesion.errors import DataError, ImageDecodeError
@@ -44,8 +46,14 @@ def to_uint8_tensor(image: Image.Image, max_side: int | None = None) -> torch.Te
 class ImageListDataset(Dataset):
     """(relative path, label index) items under a root, decoded by the project's one decoder."""
 
-    def __init__(self, root: Path, items: Sequence[tuple[str, int]], transform, cache: bool = True,
-                 max_side: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        items: Sequence[tuple[str, int]],
+        transform,
+        cache: bool = True,
+        max_side: int | None = None,
+    ) -> None:
         self.root = Path(root)
         self.items = list(items)
         self.transform = transform
@@ -140,7 +148,9 @@ class SkinLesionDataModule(L.LightningDataModule):
         self.root = Path(root) if root else default_data_root()
         self.params = PrepareParams.from_config(class_names, split, near_duplicates, conflicts)
         self.augment = AugmentParams(**(augment or {}))
-        self.manifest_path = prepared_dir_for(Path(self.hparams.prepared_dir), self.root, self.params) / "manifest.csv"
+        self.manifest_path = (
+            prepared_dir_for(Path(self.hparams.prepared_dir), self.root, self.params) / "manifest.csv"
+        )
         self.class_names: list[str] = list(class_names) if class_names else []
         self.datasets: dict[str, ImageListDataset] = {}
 
@@ -150,7 +160,9 @@ class SkinLesionDataModule(L.LightningDataModule):
             from skinlesion.data.download import download_msid
 
             self.root = download_msid()
-        manifest, report = ensure_prepared(self.root, Path(self.hparams.prepared_dir), self.params, force=force)
+        manifest, report = ensure_prepared(
+            self.root, Path(self.hparams.prepared_dir), self.params, force=force
+        )
         self.manifest_path = manifest
         return report
 
@@ -172,8 +184,10 @@ class SkinLesionDataModule(L.LightningDataModule):
         max_side = 2 * size
         for split in ("train", "val", "test"):
             items = [(r["path"], index[r["label"]]) for r in rows if r["split"] == split]
-            tf = train_transforms(size, mean, std, self.augment) if split == "train" else eval_transforms(
-                size, mean, std
+            tf = (
+                train_transforms(size, mean, std, self.augment)
+                if split == "train"
+                else eval_transforms(size, mean, std)
             )
             self.datasets[split] = ImageListDataset(self.root, items, tf, self.hparams.cache_images, max_side)
         self.manifest_rows = rows

@@ -22,11 +22,7 @@ def has_kaggle_credentials() -> bool:
 
 def find_class_root(base: Path) -> Path:
     """The folder under a Kaggle download that holds the four class folders of original images."""
-    candidates = [
-        Path(d)
-        for d, subdirs, _ in os.walk(base)
-        if all(c in subdirs for c in CLASSES)
-    ]
+    candidates = [Path(d) for d, subdirs, _ in os.walk(base) if all(c in subdirs for c in CLASSES)]
     originals = [c for c in candidates if "augment" not in str(c).lower() and "fold" not in str(c).lower()]
     if not originals:
         raise DataError(f"no folder with {', '.join(CLASSES)} found under the download at {base}")
