@@ -72,6 +72,8 @@ class SkinLesionClassifier(L.LightningModule):
         self.penalty = hydra.utils.instantiate(dict(regularizer or DEFAULT_REGULARIZER))
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
+        # fitted on val after training (models/calibration.py); 1.0 = uncalibrated
+        self.register_buffer("temperature", torch.ones(()))
         self.frozen: list[nn.Module] = []
         self.freeze(freeze_stages)
         n = len(class_names)
@@ -125,6 +127,10 @@ class SkinLesionClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x))
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities: softmax of the temperature-scaled logits."""
+        return (logits.float() / self.temperature.to(logits.device)).softmax(-1)
+
     def data_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
             logits, y, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
@@ -172,7 +178,7 @@ class SkinLesionClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         logits = self._eval_step(batch, self.test_metrics, "test")
         self.test_per_class.update(logits, batch[1])
-        self._test_batches.append((logits.float().softmax(-1).cpu(), batch[1].cpu()))
+        self._test_batches.append((logits.float().cpu(), batch[1].cpu()))
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
@@ -181,13 +187,20 @@ class SkinLesionClassifier(L.LightningModule):
                 self.log(f"test/{metric}/{name}", value)
         self.test_metrics.reset()
         self.test_per_class.reset()
-        probs, targets = zip(*self._test_batches, strict=True) if self._test_batches else ((), ())
-        self.test_outputs = {"probs": torch.cat(probs), "targets": torch.cat(targets)} if probs else {}
+        logits, targets = zip(*self._test_batches, strict=True) if self._test_batches else ((), ())
+        self.test_outputs = {}
+        if logits:
+            logits = torch.cat(logits)
+            self.test_outputs = {
+                "logits": logits,
+                "probs": self.probabilities(logits).cpu(),
+                "targets": torch.cat(targets),
+            }
         self._test_batches = []
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(x).softmax(-1)
+        return self.probabilities(self(x))
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -1,0 +1,79 @@
+"""Post-fit calibration on the validation split, stored inside the checkpoint.
+
+Temperature scaling (Guo et al., 2017) divides the logits by one scalar T fitted to minimise the
+validation NLL: accuracy is unchanged, probabilities become honest. T lives in the classifier's
+``temperature`` buffer, so the checkpoint, the ONNX export, predict and serve all carry it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from skinlesion.errors import CheckpointError
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw logits and targets over a loader, in eval mode (no Lightning loop, nothing logged)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logits, targets = [], []
+    for x, y in loader:
+        logits.append(model(x.to(device)).float().cpu())
+        targets.append(y)
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 200) -> float:
+    """The T > 0 that minimises NLL(softmax(logits / T), targets); 1.0 when there is nothing to fit."""
+    if len(targets) == 0:
+        return 1.0
+    logits, targets = logits.detach().double(), targets.detach().long()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def update_checkpoint_buffers(path: Path, buffers: dict[str, torch.Tensor]) -> None:
+    """Write new buffer values into a saved checkpoint atomically (never a half-written file)."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        for name, value in buffers.items():
+            ckpt["state_dict"][name] = value.detach().cpu()
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CheckpointError(f"cannot update {path}: {e.strerror or e}") from e
+
+
+def calibrate_checkpoint(model, val_loader, ckpt_path: Path) -> dict:
+    """Load the checkpoint's weights into ``model``, fit the temperature on val, store it back."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    logits, targets = predict_logits(model, val_loader)
+    temperature = fit_temperature(logits, targets)
+    model.temperature.fill_(temperature)
+    update_checkpoint_buffers(ckpt_path, {"temperature": model.temperature})
+    return {
+        "calibration/temperature": temperature,
+        "calibration/val_nll_before": float(F.cross_entropy(logits, targets)) if len(targets) else None,
+        "calibration/val_nll_after": float(F.cross_entropy(logits / temperature, targets))
+        if len(targets)
+        else None,
+    }
