@@ -21,7 +21,7 @@ from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.errors import CheckpointError
 from skinlesion.evaluate import write_evaluation
 from skinlesion.models.backbones import get_backbone
-from skinlesion.models.calibration import calibrate_checkpoint
+from skinlesion.models.calibration import calibrate_checkpoint, load_weights
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.paths import CONF_DIR
 from skinlesion.runs import link_latest, provenance, write_json
@@ -109,13 +109,15 @@ def train(cfg: DictConfig) -> float:
         "data_manifest_sha256": report["manifest_sha256"],
     }
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-    if best and len(dm.datasets["val"]):
-        summary |= calibrate_checkpoint(model, dm.eval_loader("val"), Path(best))
+    if best:
+        load_weights(model, Path(best))  # test the weights that were checkpointed, EMA or not
+        if len(dm.datasets["val"]):
+            summary |= calibrate_checkpoint(model, dm.eval_loader("val"), Path(best))
     if cfg.get("evaluate", True) and len(dm.datasets["test"]):
         tester = (
             trainer if trainer.world_size == 1 else L.Trainer(devices=1, logger=False, accelerator="auto")
         )
-        tester.test(model, datamodule=dm, ckpt_path=best, verbose=False)
+        tester.test(model, datamodule=dm, verbose=False)
         outputs = model.test_outputs
         csv_log = run_dir / "csv" / "metrics.csv"
         summary |= write_evaluation(

@@ -45,7 +45,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.integration
 def test_fit_on_real_slice_writes_the_run_and_evaluate_rewrites_it(tmp_path, compose_cfg, real_slice):
-    cfg = compose_cfg(f"data.root={real_slice}", *FAST)
+    # EMA on: the in-run test must score the checkpointed (averaged) weights, as evaluate does
+    cfg = compose_cfg(f"data.root={real_slice}", *FAST, "callbacks=[default,ema]", "trainer.max_epochs=3")
     objective = train(cfg)
     run = Path(cfg.paths.output_dir)
     metrics = json.loads((run / "metrics.json").read_text())

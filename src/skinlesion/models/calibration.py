@@ -62,18 +62,19 @@ def update_checkpoint_buffers(path: Path, buffers: dict[str, torch.Tensor]) -> N
         raise CheckpointError(f"cannot update {path}: {e.strerror or e}") from e
 
 
+def load_weights(model: torch.nn.Module, ckpt_path: Path) -> None:
+    """Load a checkpoint's ``state_dict`` (the averaged weights when EMA was on) into ``model``."""
+    model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
+
+
 def calibrate_checkpoint(model, val_loader, ckpt_path: Path) -> dict:
-    """Load the checkpoint's weights into ``model``, fit the temperature on val, store it back."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict(state)
+    """Fit the temperature of ``model`` (holding the checkpoint's weights) on val; store it back."""
     logits, targets = predict_logits(model, val_loader)
     temperature = fit_temperature(logits, targets)
     model.temperature.fill_(temperature)
     update_checkpoint_buffers(ckpt_path, {"temperature": model.temperature})
     return {
         "calibration/temperature": temperature,
-        "calibration/val_nll_before": float(F.cross_entropy(logits, targets)) if len(targets) else None,
-        "calibration/val_nll_after": float(F.cross_entropy(logits / temperature, targets))
-        if len(targets)
-        else None,
+        "calibration/val_nll_before": float(F.cross_entropy(logits, targets)),
+        "calibration/val_nll_after": float(F.cross_entropy(logits / temperature, targets)),
     }

@@ -23,12 +23,23 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+from torchvision.transforms import v2
 
 from skinlesion.models.backbones import get_backbone
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 DEFAULT_REGULARIZER = {"_target_": "skinlesion.models.regularizers.WeightPenalty", "l1": 0.0, "l2": 0.0}
 MONITOR = "val/f1_macro"
+
+
+def batch_mixing(num_classes: int, mixup_alpha: float, cutmix_alpha: float) -> v2.Transform | None:
+    """MixUp and/or CutMix on a batch (one of them per batch, chosen at random); None when both are off."""
+    mixers = []
+    if mixup_alpha > 0:
+        mixers.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    if cutmix_alpha > 0:
+        mixers.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    return v2.RandomChoice(mixers) if mixers else None
 
 
 def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -59,6 +70,9 @@ class SkinLesionClassifier(L.LightningModule):
         scheduler: dict | None = None,
         regularizer: dict | None = None,
         channels_last: bool = False,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        tta: bool = False,
         data_manifest_sha256: str | None = None,
     ) -> None:
         super().__init__()
@@ -70,6 +84,7 @@ class SkinLesionClassifier(L.LightningModule):
             nn.Dropout(dropout), nn.Linear(self.backbone.num_features, len(class_names))
         )
         self.penalty = hydra.utils.instantiate(dict(regularizer or DEFAULT_REGULARIZER))
+        self.batch_mix = batch_mixing(len(class_names), mixup_alpha, cutmix_alpha)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         # fitted on val after training (models/calibration.py); 1.0 = uncalibrated
@@ -123,9 +138,13 @@ class SkinLesionClassifier(L.LightningModule):
 
     # -- forward and losses --------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits; in eval mode with ``tta`` the mean of the logits of the image and its mirror."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(x))
+        logits = self.head(self.backbone(x))
+        if self.hparams.tta and not self.training:
+            logits = (logits + self.head(self.backbone(x.flip(-1)))) / 2
+        return logits
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities: softmax of the temperature-scaled logits."""
@@ -141,8 +160,11 @@ class SkinLesionClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        target = y
+        if self.batch_mix is not None:
+            x, target = self.batch_mix(x, y)  # soft targets
         logits = self(x)
-        data_loss = self.data_loss(logits, y)
+        data_loss = self.data_loss(logits, target)
         penalty = self.penalty_term()
         loss = data_loss + penalty
         if not torch.isfinite(loss):

@@ -78,17 +78,20 @@ def plot_misclassified(
 
 
 def read_csv_log(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """Series per metric from Lightning's CSVLogger file: name -> [(epoch, value)]."""
+    """Series per metric from Lightning's CSVLogger file: name -> [(epoch, value)].
+
+    LearningRateMonitor rows carry a step but no epoch; logged once per epoch, the k-th such value
+    of a series belongs to epoch k.
+    """
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
             epoch = row.get("epoch")
-            if epoch in (None, ""):
-                continue
             for key, value in row.items():
                 if key in ("epoch", "step") or value in (None, ""):
                     continue
-                series[key].append((int(float(epoch)), float(value)))
+                x = int(float(epoch)) if epoch not in (None, "") else len(series[key])
+                series[key].append((x, float(value)))
     return dict(series)
 
 
