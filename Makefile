@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help install train prepare evaluate test lint format clean
+.PHONY: help install train prepare evaluate ablation test lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,9 @@ train: $(STAMP)  ## prepare the data, train the default experiment, evaluate its
 
 evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) on the test split
 	$(PY) -m skinlesion.evaluate $(ARGS)
+
+ablation: $(STAMP)  ## train each variant of conf/ablation.yaml and tabulate what it adds (long)
+	$(PY) -m skinlesion.ablation $(ARGS)
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)
