@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help install train prepare evaluate ablation test lint format clean
+.PHONY: help install train prepare evaluate ablation notebooks test lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,6 +32,12 @@ evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) o
 
 ablation: $(STAMP)  ## train each variant of conf/ablation.yaml and tabulate what it adds (long)
 	$(PY) -m skinlesion.ablation $(ARGS)
+
+notebooks: $(STAMP)  ## execute the notebooks on the real data into outputs/notebooks/ (sources stay stripped)
+	mkdir -p outputs/notebooks
+	for nb in notebooks/*.ipynb; do \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --output-dir outputs/notebooks "$$nb" || exit 1; \
+	done
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)

@@ -1,4 +1,8 @@
-"""Plots: confusion matrix, misclassified grid, training curves (matplotlib, headless)."""
+"""Plots: confusion matrix, misclassified grid, training curves.
+
+Figures are built on ``matplotlib.figure.Figure`` objects, not pyplot: no global backend is set,
+so the same functions work headless, in a server and in a notebook.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,25 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), squeeze: bool = True):
+    """Like ``plt.subplots`` without pyplot's global figure registry."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> Path:
     """Counts and row-normalised matrices side by side, class names on both axes."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    fig, axes = subplots(1, 2, figsize=(11, 4.8))
     rows = cm.sum(1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
     for ax, data, sub, fmt in (
@@ -61,13 +67,13 @@ def plot_misclassified(
     """A grid of wrong predictions titled 'true -> predicted (p)'; says so when there are none."""
     n = min(len(images), max_images)
     if n == 0:
-        fig, ax = plt.subplots(figsize=(4, 1.5))
+        fig, ax = subplots(figsize=(4, 1.5))
         ax.axis("off")
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return _save(fig, path)
     cols = min(6, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for k in range(n):
@@ -105,7 +111,7 @@ def plot_training_curves(csv_path: Path, path: Path) -> Path | None:
         ("macro-F1 / accuracy", ["train/f1_macro", "val/f1_macro", "train/acc", "val/acc"]),
         ("learning rate", [k for k in series if k.startswith("lr-")]),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = subplots(1, 3, figsize=(15, 4))
     for ax, (title, keys) in zip(axes, panels, strict=True):
         for key in keys:
             if key in series:
