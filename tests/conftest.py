@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.paths import CONF_DIR, default_data_root
 
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
@@ -44,6 +45,21 @@ def make_class_folders(root: Path, per_class: int = 10, size: int = 40, classes=
                 root / name / f"{name.lower()}{k}.png"
             )
     return root
+
+
+def datamodule(root: Path, tmp_path: Path, **kw) -> SkinLesionDataModule:
+    """A prepared and set-up DataModule over a synthetic root, with small images."""
+    args = dict(
+        root=str(root),
+        prepared_dir=str(tmp_path / "prepared"),
+        class_names=CLASSES,
+        image_size=32,
+        batch_size=8,
+    )
+    dm = SkinLesionDataModule(**(args | kw))
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.evaluate import evaluate, load_classifier
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.train import train
-from tests.conftest import CLASSES
+from tests.conftest import CLASSES, datamodule
 
 ARTEFACTS = [
     "metrics.json",
@@ -96,15 +96,7 @@ def test_evaluate_on_a_class_folder_with_missing_classes_and_a_bad_file(tmp_path
 
 
 def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path, synthetic_root):
-    dm = SkinLesionDataModule(
-        root=str(synthetic_root),
-        prepared_dir=str(tmp_path / "p"),
-        class_names=CLASSES,
-        image_size=32,
-        batch_size=8,
-    )
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = datamodule(synthetic_root, tmp_path)
     model = SkinLesionClassifier(CLASSES, backbone="simple_cnn", pretrained=False)
     trainer = L.Trainer(
         max_epochs=1,

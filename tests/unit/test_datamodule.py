@@ -7,21 +7,7 @@ import torch
 
 from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.errors import DataError
-from tests.conftest import CLASSES
-
-
-def datamodule(root, tmp_path, **kw) -> SkinLesionDataModule:
-    args = dict(
-        root=str(root),
-        prepared_dir=str(tmp_path / "prepared"),
-        class_names=CLASSES,
-        image_size=32,
-        batch_size=8,
-    )
-    dm = SkinLesionDataModule(**(args | kw))
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
+from tests.conftest import CLASSES, datamodule
 
 
 def test_splits_follow_the_manifest(tmp_path, synthetic_root):
