@@ -29,6 +29,13 @@ def root_cause(e: BaseException) -> BaseException:
     return e
 
 
+def first_user_error(e: BaseException | None) -> SkinLesionError | None:
+    """The outermost SkinLesionError in the cause chain: its message is the one written for users."""
+    while e is not None and not isinstance(e, SkinLesionError):
+        e = e.__cause__
+    return e
+
+
 def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run a task; a user-fixable error becomes one line on stderr and exit status 2.
 
@@ -40,9 +47,9 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     except (SkinLesionError, InstantiationException, OmegaConfBaseException) as e:
         if in_multirun():
             raise
-        cause = root_cause(e)
-        message = str(cause) if isinstance(cause, SkinLesionError) else f"{type(cause).__name__}: {cause}"
-        if isinstance(e, InstantiationException) and not isinstance(cause, SkinLesionError):
+        cause, user = root_cause(e), first_user_error(e)
+        message = str(user) if user is not None else f"{type(cause).__name__}: {cause}"
+        if isinstance(e, InstantiationException) and user is None:
             message = f"invalid configuration: {e}"
         print(f"skinlesion {cfg.get('task_name', '')}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None

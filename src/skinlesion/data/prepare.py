@@ -32,6 +32,7 @@ import numpy as np
 
 from skinlesion.data.images import load_image, read_bytes
 from skinlesion.errors import DataError, ImageDecodeError
+from skinlesion.runs import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -371,15 +372,21 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def refuse_outputs_inside(data_root: Path, *outputs: Path) -> None:
+    """The data root is only ever read: no output (prepared data, runs) may live inside it."""
+    root = Path(data_root).resolve()
+    for out in outputs:
+        if Path(out).resolve().is_relative_to(root):
+            raise DataError(
+                f"{out} is inside the data root {root}; outputs must go elsewhere "
+                "(set paths.output_root or hydra.run.dir outside the data)"
+            )
 
 
 def prepare(root: Path, out_dir: Path, params: PrepareParams) -> dict:
     """Run the whole preparation and write manifest.csv, report.json and report.md."""
     root = Path(root)
+    refuse_outputs_inside(root, out_dir)
     fp = fingerprint(root) if root.is_dir() else ""
     records, excluded, names = scan(root, params.class_names)
     pairs = find_duplicate_pairs(records, params.near_duplicates)
@@ -422,9 +429,9 @@ def prepare(root: Path, out_dir: Path, params: PrepareParams) -> dict:
     }
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out_dir / "manifest.csv", manifest)
-        _atomic_write(out_dir / "report.json", json.dumps(report, indent=2).encode())
-        _atomic_write(out_dir / "report.md", render_markdown(report).encode())
+        atomic_write_bytes(out_dir / "manifest.csv", manifest)
+        atomic_write_bytes(out_dir / "report.json", json.dumps(report, indent=2).encode())
+        atomic_write_bytes(out_dir / "report.md", render_markdown(report).encode())
     except OSError as e:
         raise DataError(f"cannot write the prepared data to {out_dir}: {e.strerror or e}") from e
     for e in excluded:
