@@ -79,3 +79,14 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _compose
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The figure for the reliability report: hostile image inputs the suite tried."""
+    from tests.hostile import TALLY
+
+    if TALLY["inputs"]:
+        terminalreporter.write_line(
+            f"hostile image inputs tried: {TALLY['inputs']} ({TALLY['refused']} refused with "
+            f"ImageDecodeError, {TALLY['decoded']} decoded to RGB; any other outcome fails a test)"
+        )

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from skinlesion.checkpoints import SafeLoading
-from skinlesion.data.images import load_image
+from skinlesion.data.images import load_image, printable
 from skinlesion.data.prepare import (
     PrepareParams,
     ensure_prepared,
@@ -112,13 +112,18 @@ def folder_items(root: Path, class_names: Sequence[str]) -> tuple[list[tuple[str
             f"{root} has no folder named after a class of the model ({', '.join(class_names)}); "
             f"it holds {present or 'no folders'}"
         )
-    ignored = [{"path": f, "reason": "not a class of the model (ignored)"} for f in present if f not in known]
-    items = [
-        (p.relative_to(root).as_posix(), lookup[f.lower()])
-        for f in known
-        for p in iter_class_files(root, f)
-        if not p.name.startswith(".")
-    ]
+    reason = "not a class of the model (ignored)"
+    ignored = [{"path": printable(f), "reason": reason} for f in present if f not in known]
+    items = []
+    for f in known:
+        for p in iter_class_files(root, f):
+            rel = p.relative_to(root).as_posix()
+            if p.name.startswith("."):
+                continue
+            if printable(rel) != rel:  # could not be written to predictions.csv
+                ignored.append({"path": printable(rel), "reason": "file name is not valid UTF-8; rename it"})
+                continue
+            items.append((rel, lookup[f.lower()]))
     return items, ignored
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 
-from skinlesion.data.images import load_image, read_bytes
+from skinlesion.data.images import decode_image, printable, read_bytes
 from skinlesion.errors import DataError, ImageDecodeError
 from skinlesion.runs import atomic_write_bytes
 
@@ -123,7 +123,8 @@ def class_folders(root: Path, class_names: Sequence[str] | None) -> tuple[list[s
     if not root.is_dir():
         raise DataError(f"data root {root} is not a directory")
     entries = sorted(os.listdir(root))
-    folders = [e for e in entries if (root / e).is_dir() and not e.startswith(".")]
+    # a folder name that is not UTF-8 cannot be a class name in the manifest
+    folders = [e for e in entries if (root / e).is_dir() and not e.startswith(".") and printable(e) == e]
     if class_names:
         missing = [c for c in class_names if c not in folders]
         if missing:
@@ -136,7 +137,7 @@ def class_folders(root: Path, class_names: Sequence[str] | None) -> tuple[list[s
         names = folders
         if len(names) < 2:
             raise DataError(f"data root {root} needs at least two class folders, found {folders}")
-    ignored = [e for e in entries if e not in names]
+    ignored = [printable(e) for e in entries if e not in names]
     return names, ignored
 
 
@@ -156,11 +157,12 @@ def fingerprint(root: Path) -> str:
         dirnames.sort()
         for f in sorted(filenames):
             p = Path(dirpath) / f
+            rel = os.fsencode(p.relative_to(root).as_posix())  # any bytes, UTF-8 or not
             try:
                 st = p.stat()
-                h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(rel + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
             except OSError:
-                h.update(f"{p.relative_to(root).as_posix()}\0unreadable\n".encode())
+                h.update(rel + b"\0unreadable\n")
     return h.hexdigest()
 
 
@@ -182,13 +184,17 @@ def scan(root: Path, class_names: Sequence[str] | None) -> tuple[list[ImageRecor
         for p in iter_class_files(root, name):
             rel = p.relative_to(root).as_posix()
             if p.name.startswith("."):
-                excluded.append({"path": rel, "reason": "hidden file"})
+                excluded.append({"path": printable(rel), "reason": "hidden file"})
+                continue
+            if printable(rel) != rel:
+                reason = "file name is not valid UTF-8 (the manifest cannot name it); rename the file"
+                excluded.append({"path": printable(rel), "reason": reason})
                 continue
             try:
                 data = read_bytes(p)
-                image = load_image(p)
+                image = decode_image(data, rel)  # the bytes that are hashed are the bytes decoded
             except ImageDecodeError as e:
-                excluded.append({"path": rel, "reason": str(e).replace(os.fsdecode(p), rel)})
+                excluded.append({"path": rel, "reason": str(e).replace(printable(p), rel)})
                 continue
             hashes = {
                 "phash": _packed(imagehash.phash(image)),
