@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -44,6 +45,19 @@ def make_class_folders(root: Path, per_class: int = 10, size: int = 40, classes=
                 root / name / f"{name.lower()}{k}.png"
             )
     return root
+
+
+def quiet_trainer(**kw) -> L.Trainer:
+    """A one-epoch CPU Trainer that writes nothing and prints little."""
+    return L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if weights_only is False:
             log.warning("weights_only=False ignored: %s is loaded with weights_only=True", path)
         if is_local(path) and not Path(str(path).removeprefix("file://")).is_file():
-            raise CheckpointError(f"cannot resume: checkpoint {path} not found")
+            raise CheckpointError(f"checkpoint {path} not found")
         with load_errors(path):
             return lightning_load(path, map_location=map_location or "cpu", weights_only=True)
 

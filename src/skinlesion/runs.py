@@ -76,14 +76,22 @@ def write_json(path: Path, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def git_commit() -> str:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_commit() -> str:
+    return _git("rev-parse", "HEAD") or "unknown"
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit (the commit alone does not name the code)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
 
 
 def package_versions() -> dict[str, str]:
@@ -102,6 +110,7 @@ def provenance(manifest_sha256: str | None = None) -> dict:
         "platform": platform.platform(),
         "packages": package_versions(),
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "command": " ".join(sys.argv),
         "data_manifest_sha256": manifest_sha256,
     }
@@ -113,7 +122,9 @@ def record_run(run_dir: Path, manifest_sha256: str | None, resumed_from: str | N
     info = provenance(manifest_sha256)
     if resumed_from is not None and path.is_file():
         first = json.loads(path.read_text())
-        changed = [k for k in ("packages", "git_commit", "python") if first.get(k) != info[k]]
+        code = ("packages", "git_commit", "git_dirty", "python")  # what could make the result differ
+        changed = [k for k in code if first.get(k) != info[k]]
+        resume = {k: info[k] for k in ("command", *code)}
         if changed:
             logging.getLogger(__name__).warning(
                 "resuming with a different %s than the run started with: the result may differ "
@@ -121,7 +132,6 @@ def record_run(run_dir: Path, manifest_sha256: str | None, resumed_from: str | N
                 "/".join(changed),
                 path,
             )
-        resume = {k: info[k] for k in ("command", "git_commit", "packages", "python")}
         resume |= {"from": resumed_from, "at": datetime.now(UTC).isoformat(timespec="seconds")}
         first.setdefault("resumes", []).append(resume)
         info = first

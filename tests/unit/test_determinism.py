@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from skinlesion.checkpoints import save_checkpoint
 from skinlesion.data.datamodule import SkinLesionDataModule
+from skinlesion.data.prepare import PrepareParams, prepare
 from skinlesion.determinism import EpochSampler, derive_seed
 from skinlesion.errors import CheckpointError
 from skinlesion.resume import ResumableCSVLogger, inspect_checkpoint
@@ -104,3 +109,21 @@ def test_resume_refuses_a_checkpoint_trained_on_other_data(tmp_path):
     save_checkpoint({"state_dict": {}}, tmp_path / "weights.ckpt")
     with pytest.raises(CheckpointError, match="not a full training checkpoint"):
         inspect_checkpoint(str(tmp_path / "weights.ckpt"), None)
+
+
+def test_manifest_is_byte_identical_in_another_process(tmp_path, synthetic_root):
+    """Another interpreter, another hash seed (set and dict order): the same manifest, byte for byte."""
+    shutil.copy(synthetic_root / "Measles/measles0.png", synthetic_root / "Measles/measles_copy.png")
+    shutil.copy(synthetic_root / "Normal/normal0.png", synthetic_root / "Monkeypox/mislabelled.png")
+    prepare(synthetic_root, tmp_path / "here", PrepareParams.from_config(CLASSES, None, None, "train"))
+    args = [f"data.root={synthetic_root}", f"paths.output_root={tmp_path / 'there'}"]
+    r = subprocess.run(
+        [sys.executable, "-m", "skinlesion.data.prepare", *args],
+        env=os.environ | {"PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (there,) = (tmp_path / "there/prepared").glob("*/manifest.csv")
+    assert there.read_bytes() == (tmp_path / "here/manifest.csv").read_bytes()

@@ -18,7 +18,7 @@ from skinlesion.models.backbones import load_in_order
 from skinlesion.models.calibration import update_checkpoint_buffers
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.train import train
-from tests.conftest import CLASSES
+from tests.conftest import CLASSES, quiet_trainer
 
 REFUSED = r"refused to load .*could run code.*Unsupported global"
 
@@ -84,18 +84,6 @@ def test_weights_only_false_is_refused_outright(evil):
         SkinLesionClassifier.load_from_checkpoint(evil[0], weights_only=False)
 
 
-def trainer(**kw) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kw,
-    )
-
-
 def test_resuming_training_refuses_it(evil, synthetic_root, compose_cfg, tmp_path, monkeypatch):
     path, marker = evil
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -105,12 +93,12 @@ def test_resuming_training_refuses_it(evil, synthetic_root, compose_cfg, tmp_pat
     model = SkinLesionClassifier(CLASSES, backbone="simple_cnn", pretrained=False)
     # control: with that variable set, Lightning's default (weights_only=None) runs the payload
     with pytest.raises(Exception):  # noqa: B017 - whatever Lightning makes of the file afterwards
-        trainer().fit(model, datamodule=dm, ckpt_path=path)
+        quiet_trainer().fit(model, datamodule=dm, ckpt_path=path)
     assert marker.exists()
     marker.unlink()
     # the project's checkpoint plug-in forces weights_only=True whatever the caller passes
     with pytest.raises(CheckpointError, match=REFUSED):
-        trainer(plugins=[SafeCheckpointIO()]).fit(model, datamodule=dm, ckpt_path=path)
+        quiet_trainer(plugins=[SafeCheckpointIO()]).fit(model, datamodule=dm, ckpt_path=path)
     # and so does the train entry point, before Lightning sees the file
     cfg = compose_cfg(f"data.root={synthetic_root}", "model=simple_cnn", f"ckpt_path={path}")
     with pytest.raises(CheckpointError, match=REFUSED):
