@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,23 @@ def inspect_checkpoint(path: str, manifest_sha256: str | None) -> ResumePoint:
     return ResumePoint(path, int(ckpt.get("epoch", 0)), step)
 
 
+def writer_alive(partial: Path) -> bool:
+    """Whether the process named in a ``.<name>.partial-<pid>-<token>`` file still runs."""
+    try:
+        os.kill(int(partial.name.rsplit(TMP_INFIX, 1)[1].split("-")[0]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 def remove_partial_files(directory: Path) -> list[Path]:
-    """Temporary files left by a write that was killed (see ``runs.atomic_write``)."""
-    partial = sorted(p for p in Path(directory).glob(f".*{TMP_INFIX}*") if p.is_file())
+    """Temporary files under ``directory`` whose writer was killed (see ``runs.atomic_write``)."""
+    candidates = Path(directory).rglob(f".*{TMP_INFIX}*")
+    partial = sorted(p for p in candidates if p.is_file() and not writer_alive(p))
     for p in partial:
-        p.unlink()
+        p.unlink(missing_ok=True)
     return partial
 
 

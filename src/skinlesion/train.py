@@ -87,7 +87,7 @@ def prepare_resume(trainer: L.Trainer, resume: ResumePoint, run_dir: Path) -> No
             logger.resume_from(resume.step)
         elif isinstance(logger, TensorBoardLogger) and logger._experiment is None:
             logger._kwargs.setdefault("purge_step", resume.step)  # hide the interrupted epoch's events
-    for stale in remove_partial_files(Path(resume.path).parent):
+    for stale in remove_partial_files(run_dir):
         log.info("removed %s, left by an interrupted write", stale)
     log.info("resuming %s from %s (epoch %d, step %d)", run_dir, resume.path, resume.epoch, resume.step)
 

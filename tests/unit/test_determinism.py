@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -47,17 +48,46 @@ def test_derived_seeds_differ_by_key_and_fit_in_63_bits():
     assert len(seeds) == 400 and all(0 <= s < 2**63 for s in seeds)
 
 
-def test_sample_seed_fixes_the_augmentation_without_touching_the_global_generator(tmp_path, synthetic_root):
+def datamodule(root, tmp_path, **kw) -> SkinLesionDataModule:
     dm = SkinLesionDataModule(
-        root=str(synthetic_root), prepared_dir=str(tmp_path / "p"), class_names=CLASSES, image_size=32
+        root=str(root), prepared_dir=str(tmp_path / "p"), class_names=CLASSES, image_size=32, **kw
     )
     dm.prepare_data()
     dm.setup("fit")
-    ds = dm.datasets["train"]
+    return dm
+
+
+def test_sample_seed_fixes_the_augmentation_without_touching_the_global_generator(tmp_path, synthetic_root):
+    ds = datamodule(synthetic_root, tmp_path).datasets["train"]
     state = torch.get_rng_state()
     first, again, other = ds[0, 11][0], ds[0, 11][0], ds[0, 12][0]
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def epoch_batches(dm: SkinLesionDataModule, epoch: int) -> list[torch.Tensor]:
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    torch.manual_seed(epoch + 100)  # whatever the global generator holds, it must not matter
+    return [x for x, _ in loader]
+
+
+def test_training_batches_do_not_depend_on_workers_or_history(tmp_path, synthetic_root):
+    """The same epoch gives the same augmented batches in the main process and in 2 worker processes."""
+    in_process = datamodule(synthetic_root, tmp_path, batch_size=8)
+    epoch_batches(in_process, 0)  # a history of earlier epochs changes nothing
+    expected = epoch_batches(in_process, 3)
+    workers = epoch_batches(datamodule(synthetic_root, tmp_path, batch_size=8, num_workers=2), 3)
+    assert len(expected) == len(workers) and all(map(torch.equal, expected, workers))
+    assert not torch.equal(expected[0], epoch_batches(in_process, 4)[0])
+
+
+def test_a_resumed_loader_starts_at_the_epoch_lightning_will_set(tmp_path, synthetic_root):
+    """On resume Lightning builds (and workers prefetch from) the loader before it calls set_epoch."""
+    dm = datamodule(synthetic_root, tmp_path)
+    progress = SimpleNamespace(current=SimpleNamespace(processed=5))  # trainer.current_epoch is still 4
+    dm.trainer = SimpleNamespace(fit_loop=SimpleNamespace(epoch_progress=progress))
+    assert dm.train_dataloader().sampler.epoch == 5
 
 
 def write_log(path, rows: list[dict]) -> None:

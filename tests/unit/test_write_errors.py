@@ -14,6 +14,7 @@ import torch
 from skinlesion.checkpoints import SafeCheckpointIO, load_checkpoint
 from skinlesion.cli import run_task
 from skinlesion.evaluate import load_classifier
+from skinlesion.resume import remove_partial_files
 from skinlesion.runs import TMP_INFIX, atomic_write, write_json
 from skinlesion.train import train
 
@@ -80,6 +81,9 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     assert r.returncode == -9
     assert load_checkpoint(best)["epoch"] == 0
     assert len(partial_files(tmp_path)) == 1  # the garbage of the killed write, never read
+    in_progress = tmp_path / f".last.ckpt{TMP_INFIX}{os.getpid()}-0000"  # a live writer's file
+    in_progress.write_bytes(b"being written")
+    assert remove_partial_files(tmp_path) != [] and partial_files(tmp_path) == [in_progress.name]
 
 
 def test_disk_full_during_training_stops_with_one_line_and_keeps_best(
