@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+FUZZ_SECONDS ?= 120
 
-.PHONY: help install train prepare evaluate ablation notebooks test lint format clean
+.PHONY: help install train prepare evaluate ablation notebooks test fuzz lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,6 +42,9 @@ notebooks: $(STAMP)  ## execute the notebooks on the real data into outputs/note
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)
+
+fuzz: $(STAMP)  ## fuzz the image decoder for FUZZ_SECONDS (default 120); report inputs run and crashes
+	$(PY) -m tests.fuzz_images --seconds $(FUZZ_SECONDS)
 
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check src tests

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -62,6 +63,19 @@ def datamodule(root: Path, tmp_path: Path, **kw) -> SkinLesionDataModule:
     return dm
 
 
+def quiet_trainer(**kw) -> L.Trainer:
+    """A one-epoch CPU Trainer that writes nothing and prints little."""
+    return L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
+
+
 @pytest.fixture
 def synthetic_root(tmp_path: Path) -> Path:
     return make_class_folders(tmp_path / "data", per_class=12)
@@ -95,3 +109,14 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _compose
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The figure for the reliability report: hostile image inputs the suite tried."""
+    from tests.hostile import TALLY
+
+    if TALLY["inputs"]:
+        terminalreporter.write_line(
+            f"hostile image inputs tried: {TALLY['inputs']} ({TALLY['refused']} refused with "
+            f"ImageDecodeError, {TALLY['decoded']} decoded to RGB; any other outcome fails a test)"
+        )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -29,6 +33,54 @@ def root_cause(e: BaseException) -> BaseException:
     return e
 
 
+def first_user_error(e: BaseException | None) -> SkinLesionError | None:
+    """The outermost SkinLesionError in the cause chain: its message is the one written for users."""
+    while e is not None and not isinstance(e, SkinLesionError):
+        e = e.__cause__
+    return e
+
+
+# OSErrors the user can fix: a full disk or read-only file system, missing permissions, a bad path.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
+WHERE_TO = "set paths.output_root (or hydra.run.dir) to a writable directory with free space"
+
+
+def fail(cfg: DictConfig, message: str) -> NoReturn:
+    print(f"skinlesion {cfg.get('task_name', '')}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def unwritable_reason(directory: Path) -> str | None:
+    """Why ``directory`` could not be created and written, judged from its nearest existing ancestor."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: refuse an unusable run directory in one line, before Hydra fails on it."""
+
+    def _check(self, config: DictConfig, key: str) -> None:
+        try:
+            directory = Path(str(config.hydra[key].dir))
+        except OmegaConfBaseException:
+            return  # unresolvable here: leave it to Hydra
+        if reason := unwritable_reason(directory):
+            fail(config, f"cannot create the run directory {directory}: {reason}; {WHERE_TO}")
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "sweep")
+
+
 def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run a task; a user-fixable error becomes one line on stderr and exit status 2.
 
@@ -40,9 +92,13 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     except (SkinLesionError, InstantiationException, OmegaConfBaseException) as e:
         if in_multirun():
             raise
-        cause = root_cause(e)
-        message = str(cause) if isinstance(cause, SkinLesionError) else f"{type(cause).__name__}: {cause}"
-        if isinstance(e, InstantiationException) and not isinstance(cause, SkinLesionError):
+        cause, user = root_cause(e), first_user_error(e)
+        message = str(user) if user is not None else f"{type(cause).__name__}: {cause}"
+        if isinstance(e, InstantiationException) and user is None:
             message = f"invalid configuration: {e}"
-        print(f"skinlesion {cfg.get('task_name', '')}: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(cfg, message)
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS | PATH_ERRNOS or in_multirun():
+            raise
+        hint = WHERE_TO if e.errno in STORAGE_ERRNOS else "check the path and its permissions"
+        fail(cfg, f"{e.strerror}: {e.filename or 'an output file'}; {hint}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,25 +36,7 @@ log = logging.getLogger(__name__)
 
 def load_classifier(path: str | Path) -> SkinLesionClassifier:
     """Load a Lightning checkpoint without running pickled code (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        model = SkinLesionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        if "Unsupported global" in text or "GLOBAL" in text:
-            detail = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), text[:200])
-            raise CheckpointError(
-                f"refused to load {path}: it asks to unpickle code objects, which could run code on this "
-                f"machine ({detail})"
-            ) from e
-        raise CheckpointError(
-            f"{path} is not a usable skinlesion checkpoint: corrupt or not a checkpoint"
-        ) from e
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path} is not a usable skinlesion checkpoint: {e}") from e
-    return model.eval()
+    return SkinLesionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
 
 
 def run_dir_of(ckpt: Path) -> Path:

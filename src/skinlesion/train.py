@@ -14,17 +14,21 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from skinlesion.checkpoints import SafeCheckpointIO
 from skinlesion.cli import run_task
 from skinlesion.data.datamodule import SkinLesionDataModule
+from skinlesion.data.prepare import refuse_outputs_inside
 from skinlesion.errors import CheckpointError
 from skinlesion.evaluate import write_evaluation
 from skinlesion.models.backbones import get_backbone
 from skinlesion.models.calibration import calibrate_checkpoint, load_weights
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.paths import CONF_DIR
-from skinlesion.runs import link_latest, provenance, write_json
+from skinlesion.resume import ResumableCSVLogger, ResumePoint, inspect_checkpoint, remove_partial_files
+from skinlesion.runs import link_latest, record_run, write_json
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +80,40 @@ def resolve_ckpt_path(value: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
+def prepare_resume(trainer: L.Trainer, resume: ResumePoint, run_dir: Path) -> None:
+    """Keep the logged history before the resume point and clear what the crash left half-written."""
+    for logger in trainer.loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            logger.resume_from(resume.step)
+        elif isinstance(logger, TensorBoardLogger) and logger._experiment is None:
+            logger._kwargs.setdefault("purge_step", resume.step)  # hide the interrupted epoch's events
+    for stale in remove_partial_files(run_dir):
+        log.info("removed %s, left by an interrupted write", stale)
+    log.info("resuming %s from %s (epoch %d, step %d)", run_dir, resume.path, resume.epoch, resume.step)
+
+
 def train(cfg: DictConfig) -> float:
     torch.set_float32_matmul_precision("high")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     dm = build_datamodule(cfg)
+    refuse_outputs_inside(dm.root, run_dir, Path(dm.hparams.prepared_dir))
     report = dm.prepare_data()
     dm.setup("fit")
+    resume = inspect_checkpoint(ckpt_path, report["manifest_sha256"]) if ckpt_path else None
     model = build_model(cfg, dm, report["manifest_sha256"])
     callbacks, loggers = instantiate_group(cfg.get("callbacks")), instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
+    )
+    if resume is not None:
+        prepare_resume(trainer, resume, run_dir)
     if trainer.is_global_zero:
-        write_json(run_dir / "run_info.json", provenance(report["manifest_sha256"]))
+        record_run(run_dir, report["manifest_sha256"], ckpt_path)
     started = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), run_dir))
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.perf_counter() - started
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     score = (
@@ -115,7 +138,9 @@ def train(cfg: DictConfig) -> float:
             summary |= calibrate_checkpoint(model, dm.eval_loader("val"), Path(best))
     if cfg.get("evaluate", True) and len(dm.datasets["test"]):
         tester = (
-            trainer if trainer.world_size == 1 else L.Trainer(devices=1, logger=False, accelerator="auto")
+            trainer
+            if trainer.world_size == 1
+            else L.Trainer(devices=1, logger=False, accelerator="auto", plugins=[SafeCheckpointIO()])
         )
         tester.test(model, datamodule=dm, verbose=False)
         outputs = model.test_outputs

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -15,7 +14,7 @@ from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.evaluate import evaluate, load_classifier
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.train import train
-from tests.conftest import CLASSES, datamodule
+from tests.conftest import CLASSES, datamodule, quiet_trainer
 
 ARTEFACTS = [
     "metrics.json",
@@ -98,14 +97,7 @@ def test_evaluate_on_a_class_folder_with_missing_classes_and_a_bad_file(tmp_path
 def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path, synthetic_root):
     dm = datamodule(synthetic_root, tmp_path)
     model = SkinLesionClassifier(CLASSES, backbone="simple_cnn", pretrained=False)
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer()
     trainer.fit(model, datamodule=dm)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     loaded = load_classifier(tmp_path / "m.ckpt")

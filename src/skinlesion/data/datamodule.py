@@ -12,10 +12,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from skinlesion.data.images import load_image
+from skinlesion.checkpoints import SafeLoading
+from skinlesion.data.images import load_image, printable
 from skinlesion.data.prepare import (
     PrepareParams,
     ensure_prepared,
@@ -26,6 +27,7 @@ from skinlesion.data.prepare import (
     prepared_dir as prepared_dir_for,
 )
 from skinlesion.data.transforms import AugmentParams, eval_transforms, train_transforms
+from skinlesion.determinism import EpochSampler
 from skinlesion.errors import DataError, ImageDecodeError
 from skinlesion.paths import default_data_root
 
@@ -72,7 +74,13 @@ class ImageListDataset(Dataset):
             self.cache[index] = tensor
         return tensor
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """``dataset[i]``, or ``dataset[i, seed]``: the transform draws from ``seed`` (see EpochSampler)."""
+        if isinstance(index, tuple):
+            index, seed = index
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.transform(self.raw(index)), self.items[index][1]
         return self.transform(self.raw(index)), self.items[index][1]
 
     def drop_unreadable(self) -> list[dict]:
@@ -104,17 +112,22 @@ def folder_items(root: Path, class_names: Sequence[str]) -> tuple[list[tuple[str
             f"{root} has no folder named after a class of the model ({', '.join(class_names)}); "
             f"it holds {present or 'no folders'}"
         )
-    ignored = [{"path": f, "reason": "not a class of the model (ignored)"} for f in present if f not in known]
-    items = [
-        (p.relative_to(root).as_posix(), lookup[f.lower()])
-        for f in known
-        for p in iter_class_files(root, f)
-        if not p.name.startswith(".")
-    ]
+    reason = "not a class of the model (ignored)"
+    ignored = [{"path": printable(f), "reason": reason} for f in present if f not in known]
+    items = []
+    for f in known:
+        for p in iter_class_files(root, f):
+            rel = p.relative_to(root).as_posix()
+            if p.name.startswith("."):
+                continue
+            if printable(rel) != rel:  # could not be written to predictions.csv
+                ignored.append({"path": printable(rel), "reason": "file name is not valid UTF-8; rename it"})
+                continue
+            items.append((rel, lookup[f.lower()]))
     return items, ignored
 
 
-class SkinLesionDataModule(L.LightningDataModule):
+class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
     """Reads the prepared manifest; train/val/test datasets with separate transforms.
 
     ``prepare_data`` runs the preparation when the manifest is missing or the data changed, so
@@ -209,27 +222,31 @@ class SkinLesionDataModule(L.LightningDataModule):
         return [round(total / (k * c), 6) if c else 0.0 for c in counts]
 
     # -- loaders -------------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, shuffle: bool = False, sampler=None, batch_size: int | None = None):
+    def _loader(self, dataset: Dataset, sampler=None, batch_size: int | None = None):
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size or self.hparams.batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator(),  # worker seeds drawn from here, not from the global generator
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Order and augmentation depend on (seed, epoch) only, so a resumed run replays them exactly."""
         ds = self.datasets["train"]
+        weights = None
         if self.hparams.balance == "sampler":
             counts = self.class_counts("train")
             weights = [1.0 / counts[label] for _, label in ds.items]
-            gen = torch.Generator().manual_seed(self.hparams.seed)
-            sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True, generator=gen)
-            return self._loader(ds, sampler=sampler)
-        return self._loader(ds, shuffle=True)
+        sampler = EpochSampler(len(ds), self.hparams.seed, weights)
+        if self.trainer is not None:
+            # Lightning builds the iterator (and workers prefetch from it) before it calls set_epoch;
+            # start from the epoch it will pass, which on resume is not trainer.current_epoch yet.
+            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        return self._loader(ds, sampler=sampler)
 
     def eval_loader(self, split: str) -> DataLoader:
         return self._loader(self.datasets[split], batch_size=self.hparams.eval_batch_size)

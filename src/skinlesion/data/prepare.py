@@ -30,8 +30,9 @@ from pathlib import Path
 import imagehash
 import numpy as np
 
-from skinlesion.data.images import load_image, read_bytes
+from skinlesion.data.images import decode_image, printable, read_bytes
 from skinlesion.errors import DataError, ImageDecodeError
+from skinlesion.runs import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ def class_folders(root: Path, class_names: Sequence[str] | None) -> tuple[list[s
     if not root.is_dir():
         raise DataError(f"data root {root} is not a directory")
     entries = sorted(os.listdir(root))
-    folders = [e for e in entries if (root / e).is_dir() and not e.startswith(".")]
+    # a folder name that is not UTF-8 cannot be a class name in the manifest
+    folders = [e for e in entries if (root / e).is_dir() and not e.startswith(".") and printable(e) == e]
     if class_names:
         missing = [c for c in class_names if c not in folders]
         if missing:
@@ -135,7 +137,7 @@ def class_folders(root: Path, class_names: Sequence[str] | None) -> tuple[list[s
         names = folders
         if len(names) < 2:
             raise DataError(f"data root {root} needs at least two class folders, found {folders}")
-    ignored = [e for e in entries if e not in names]
+    ignored = [printable(e) for e in entries if e not in names]
     return names, ignored
 
 
@@ -155,11 +157,12 @@ def fingerprint(root: Path) -> str:
         dirnames.sort()
         for f in sorted(filenames):
             p = Path(dirpath) / f
+            rel = os.fsencode(p.relative_to(root).as_posix())  # any bytes, UTF-8 or not
             try:
                 st = p.stat()
-                h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(rel + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
             except OSError:
-                h.update(f"{p.relative_to(root).as_posix()}\0unreadable\n".encode())
+                h.update(rel + b"\0unreadable\n")
     return h.hexdigest()
 
 
@@ -181,13 +184,17 @@ def scan(root: Path, class_names: Sequence[str] | None) -> tuple[list[ImageRecor
         for p in iter_class_files(root, name):
             rel = p.relative_to(root).as_posix()
             if p.name.startswith("."):
-                excluded.append({"path": rel, "reason": "hidden file"})
+                excluded.append({"path": printable(rel), "reason": "hidden file"})
+                continue
+            if printable(rel) != rel:
+                reason = "file name is not valid UTF-8 (the manifest cannot name it); rename the file"
+                excluded.append({"path": printable(rel), "reason": reason})
                 continue
             try:
                 data = read_bytes(p)
-                image = load_image(p)
+                image = decode_image(data, rel)  # the bytes that are hashed are the bytes decoded
             except ImageDecodeError as e:
-                excluded.append({"path": rel, "reason": str(e).replace(os.fsdecode(p), rel)})
+                excluded.append({"path": rel, "reason": str(e).replace(printable(p), rel)})
                 continue
             hashes = {
                 "phash": _packed(imagehash.phash(image)),
@@ -371,15 +378,21 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def refuse_outputs_inside(data_root: Path, *outputs: Path) -> None:
+    """The data root is only ever read: no output (prepared data, runs) may live inside it."""
+    root = Path(data_root).resolve()
+    for out in outputs:
+        if Path(out).resolve().is_relative_to(root):
+            raise DataError(
+                f"{out} is inside the data root {root}; outputs must go elsewhere "
+                "(set paths.output_root or hydra.run.dir outside the data)"
+            )
 
 
 def prepare(root: Path, out_dir: Path, params: PrepareParams) -> dict:
     """Run the whole preparation and write manifest.csv, report.json and report.md."""
     root = Path(root)
+    refuse_outputs_inside(root, out_dir)
     fp = fingerprint(root) if root.is_dir() else ""
     records, excluded, names = scan(root, params.class_names)
     pairs = find_duplicate_pairs(records, params.near_duplicates)
@@ -422,9 +435,9 @@ def prepare(root: Path, out_dir: Path, params: PrepareParams) -> dict:
     }
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out_dir / "manifest.csv", manifest)
-        _atomic_write(out_dir / "report.json", json.dumps(report, indent=2).encode())
-        _atomic_write(out_dir / "report.md", render_markdown(report).encode())
+        atomic_write_bytes(out_dir / "manifest.csv", manifest)
+        atomic_write_bytes(out_dir / "report.json", json.dumps(report, indent=2).encode())
+        atomic_write_bytes(out_dir / "report.md", render_markdown(report).encode())
     except OSError as e:
         raise DataError(f"cannot write the prepared data to {out_dir}: {e.strerror or e}") from e
     for e in excluded:

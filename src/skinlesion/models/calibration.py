@@ -7,13 +7,12 @@ validation NLL: accuracy is unchanged, probabilities become honest. T lives in t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from skinlesion.errors import CheckpointError
+from skinlesion.checkpoints import load_checkpoint, save_checkpoint
 
 
 @torch.no_grad()
@@ -50,21 +49,15 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int =
 
 def update_checkpoint_buffers(path: Path, buffers: dict[str, torch.Tensor]) -> None:
     """Write new buffer values into a saved checkpoint atomically (never a half-written file)."""
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        for name, value in buffers.items():
-            ckpt["state_dict"][name] = value.detach().cpu()
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise CheckpointError(f"cannot update {path}: {e.strerror or e}") from e
+    ckpt = load_checkpoint(path)
+    for name, value in buffers.items():
+        ckpt["state_dict"][name] = value.detach().cpu()
+    save_checkpoint(ckpt, path)
 
 
 def load_weights(model: torch.nn.Module, ckpt_path: Path) -> None:
     """Load a checkpoint's ``state_dict`` (the averaged weights when EMA was on) into ``model``."""
-    model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
+    model.load_state_dict(load_checkpoint(ckpt_path)["state_dict"])
 
 
 def calibrate_checkpoint(model, val_loader, ckpt_path: Path) -> dict:

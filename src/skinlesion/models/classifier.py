@@ -4,7 +4,8 @@
 can warn when the data under a checkpoint has changed. Every hyper-parameter is a plain value
 (the optimizer, scheduler and regularizer arrive as plain ``_target_`` dicts), so checkpoints
 load with ``weights_only=True`` and carry their class names, preprocessing and the exact recipe
-that produced them.
+that produced them. ``load_from_checkpoint`` always loads with ``weights_only=True``
+(:class:`skinlesion.checkpoints.SafeLoading`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torchmetrics.classification import (
 )
 from torchvision.transforms import v2
 
+from skinlesion.checkpoints import SafeLoading
 from skinlesion.models.backbones import get_backbone
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
@@ -54,7 +56,7 @@ def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
     )
 
 
-class SkinLesionClassifier(L.LightningModule):
+class SkinLesionClassifier(SafeLoading, L.LightningModule):
     def __init__(
         self,
         class_names: Sequence[str],

@@ -1,0 +1,141 @@
+"""A full disk, a kill mid-write or an unwritable output directory: a clear error, never a half file."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from skinlesion.checkpoints import SafeCheckpointIO, load_checkpoint
+from skinlesion.cli import run_task
+from skinlesion.evaluate import load_classifier
+from skinlesion.resume import remove_partial_files
+from skinlesion.runs import TMP_INFIX, atomic_write, write_json
+from skinlesion.train import train
+
+
+def partial_files(directory) -> list:
+    return sorted(p.name for p in directory.rglob(f"*{TMP_INFIX}*"))
+
+
+def disk_full_after(n_ok: int, real_save=torch.save):
+    """A torch.save that works ``n_ok`` times, then writes half a file and fails with ENOSPC."""
+    calls = {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= n_ok:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    return save
+
+
+def test_atomic_write_keeps_the_old_file_when_the_disk_fills(tmp_path):
+    target = write_json(tmp_path / "metrics.json", {"good": 1})
+    before = target.read_bytes()
+
+    def writer(fh):
+        fh.write(b'{"half": ')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(target, writer)
+    assert target.read_bytes() == before and partial_files(tmp_path) == []
+
+
+def test_checkpoint_io_disk_full_is_a_clear_error_and_best_survives(tmp_path, monkeypatch):
+    io = SafeCheckpointIO()
+    best = tmp_path / "checkpoints/best.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.arange(4.0)}, "epoch": 0}, best)
+    monkeypatch.setattr(torch, "save", disk_full_after(0))
+    with pytest.raises(Exception, match=r"cannot write .*best\.ckpt: No space left.*disk is full.*unchanged"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(4)}, "epoch": 1}, best)
+    assert torch.equal(load_checkpoint(best)["state_dict"]["w"], torch.arange(4.0))
+    assert partial_files(tmp_path) == []
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
+    """SIGKILL while best.ckpt is being rewritten: the old file is still whole and loadable."""
+    best = tmp_path / "best.ckpt"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, torch
+        from skinlesion.checkpoints import save_checkpoint
+        save_checkpoint({{"epoch": 0, "w": torch.arange(1000.0)}}, {str(best)!r})
+        def dying_save(obj, fh, *a, **k):
+            fh.write(b"PK\\x03\\x04" + b"x" * 4096)
+            fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        torch.save = dying_save
+        save_checkpoint({{"epoch": 1, "w": torch.zeros(1000)}}, {str(best)!r})
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert r.returncode == -9
+    assert load_checkpoint(best)["epoch"] == 0
+    assert len(partial_files(tmp_path)) == 1  # the garbage of the killed write, never read
+    in_progress = tmp_path / f".last.ckpt{TMP_INFIX}{os.getpid()}-0000"  # a live writer's file
+    in_progress.write_bytes(b"being written")
+    assert remove_partial_files(tmp_path) != [] and partial_files(tmp_path) == [in_progress.name]
+
+
+def test_disk_full_during_training_stops_with_one_line_and_keeps_best(
+    tmp_path, synthetic_root, compose_cfg, monkeypatch, capsys
+):
+    cfg = compose_cfg(
+        f"data.root={synthetic_root}",
+        "model=simple_cnn",
+        "data.image_size=32",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "callbacks.progress_bar=null",
+        "callbacks.model_checkpoint.monitor=null",  # save best.ckpt every epoch: epoch 1 must rewrite it
+        "logger=csv",
+    )
+    monkeypatch.setattr(torch, "save", disk_full_after(2))  # epoch 0: best + last; epoch 1: best fails
+    with pytest.raises(SystemExit) as exit_info:
+        run_task(train, cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("skinlesion train: error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "best.ckpt: No space left on device" in errors[0] and "disk is full" in errors[0]
+    best = tmp_path / "run/checkpoints/best.ckpt"
+    assert load_checkpoint(best)["epoch"] == 0
+    assert load_classifier(best).class_names  # still a usable model
+    assert partial_files(tmp_path) == []
+
+
+def run_train_cli(output_root) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "skinlesion.train", f"paths.output_root={output_root}", "model=simple_cnn"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"PYTHONWARNINGS": "ignore"},
+    )
+
+
+def test_output_root_under_a_file_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the output root should go")
+    r = run_train_cli(blocker / "outputs")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"cannot create the run directory {blocker}/outputs" in r.stderr
+    assert f"{blocker} is not a directory" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+def test_read_only_output_root_is_one_clear_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    r = run_train_cli(locked)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{locked} is not writable" in r.stderr
