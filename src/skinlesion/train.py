@@ -20,6 +20,7 @@ from skinlesion.cli import run_task
 from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.errors import CheckpointError
 from skinlesion.evaluate import write_evaluation
+from skinlesion.models.abstention import AbstainParams
 from skinlesion.models.backbones import get_backbone
 from skinlesion.models.calibration import calibrate_checkpoint
 from skinlesion.models.classifier import SkinLesionClassifier
@@ -110,7 +111,10 @@ def train(cfg: DictConfig) -> float:
     }
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if best and len(dm.datasets["val"]):
-        summary |= calibrate_checkpoint(model, dm.eval_loader("val"), Path(best))
+        abstain = AbstainParams(**plain(cfg.get("abstain")) or {})
+        summary |= calibrate_checkpoint(
+            model, dm.eval_loader("val"), Path(best), dm.eval_loader("train"), abstain
+        )
     if cfg.get("evaluate", True) and len(dm.datasets["test"]):
         tester = (
             trainer if trainer.world_size == 1 else L.Trainer(devices=1, logger=False, accelerator="auto")

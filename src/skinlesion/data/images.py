@@ -27,6 +27,9 @@ class DecodeLimits:
     max_pixels: int = 40_000_000  # ~ 6300 x 6300: far above any photo the model needs
     min_side: int = 8
     max_aspect: float = 25.0
+    # Pillow formats tried (None: all of them); predict and serve take common photo formats only,
+    # keeping rarely used decoders (and EPS, which calls Ghostscript) away from uploads.
+    formats: tuple[str, ...] | None = None
 
 
 DEFAULT_LIMITS = DecodeLimits()
@@ -89,7 +92,7 @@ def decode_image(data: bytes, name: str = "<upload>", limits: DecodeLimits = DEF
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=limits.formats)
             w, h = im.size
             if w * h > limits.max_pixels:
                 raise ImageDecodeError(
@@ -111,7 +114,8 @@ def decode_image(data: bytes, name: str = "<upload>", limits: DecodeLimits = DEF
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as e:
-        raise ImageDecodeError(f"{name}: not a recognised image format") from e
+        accepted = f" (accepted: {', '.join(limits.formats)})" if limits.formats else ""
+        raise ImageDecodeError(f"{name}: not a recognised image format{accepted}") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageDecodeError(f"{name}: refused as a possible decompression bomb ({e})") from e
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError, MemoryError) as e:
