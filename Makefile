@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help install train prepare evaluate test lint format clean
+.PHONY: help install train prepare evaluate export predict serve abstention bench bench-serve test lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,24 @@ train: $(STAMP)  ## prepare the data, train the default experiment, evaluate its
 
 evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) on the test split
 	$(PY) -m skinlesion.evaluate $(ARGS)
+
+export: $(STAMP)  ## ONNX export of the best checkpoint of outputs/latest (model.onnx + model.json), parity-checked
+	$(PY) -m skinlesion.export $(ARGS)
+
+predict: $(STAMP)  ## JSON lines per image: make predict ARGS="ckpt_path=... inputs=[a.png,dir/] explain=true"
+	$(PY) -m skinlesion.predict $(ARGS)
+
+serve: $(STAMP)  ## web page + REST API on 127.0.0.1:8000 (ARGS="host=... port=... model_path=...")
+	$(PY) -m skinlesion.serve $(ARGS)
+
+abstention: $(STAMP)  ## share of non-skin images rejected and of test images wrongly rejected
+	$(PY) -m skinlesion.evaluate_abstention $(ARGS)
+
+bench: $(STAMP)  ## latency per image, ONNX Runtime vs PyTorch eager, same run
+	$(PY) -m skinlesion.bench $(ARGS)
+
+bench-serve: $(STAMP)  ## 1000 mixed requests from 8 clients against the running service
+	$(PY) -m skinlesion.bench_serve $(ARGS)
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)
