@@ -43,7 +43,7 @@ abstention: $(STAMP)  ## share of non-skin images rejected and of test images wr
 	$(PY) -m skinlesion.evaluate_abstention $(ARGS)
 
 bench: $(STAMP)  ## latency per image, ONNX Runtime vs PyTorch eager, same run
-	$(PY) -m skinlesion.bench $(ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m skinlesion.bench $(ARGS)
 
 bench-serve: $(STAMP)  ## 1000 mixed requests from 8 clients against the running service
 	$(PY) -m skinlesion.bench_serve $(ARGS)

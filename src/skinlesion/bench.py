@@ -1,11 +1,17 @@
 """``make bench``: per-image latency through ONNX Runtime and PyTorch eager, in the same run.
 
-Both run the same inference graph (probabilities, abstention scores, class activation maps) on the
-same preprocessed images, one image per call, with the same thread count; calls alternate between
-the two so that load from other processes on a shared CPU falls on both alike. Reports the median
+Both run the same inference graph (probabilities, abstention score, class activation maps) on the
+same preprocessed images, one image per call, with the same thread count. The two alternate in short
+blocks (ABBA...), the first call after each switch not counted, so that load from other processes
+on a shared CPU falls on both alike and neither runtime's idle threads disturb the other. Reports the median
 and p90 of the model call and of the whole request path (decode, preprocess, model, decision),
 their ratio, and the load average before and after. Without a checkpoint it times the default
 architecture with its ImageNet weights (latency does not depend on the weights).
+
+Idle threads sleep in both runtimes: ONNX Runtime without spinning (``inference/runtime.py``) and
+PyTorch's OpenMP with ``OMP_WAIT_POLICY=PASSIVE``, which ``make bench`` sets (it must be set before
+torch is imported). With the default active waiting, PyTorch on a CPU shared with other busy
+processes stalls for up to a second per call (measured here), which would flatter ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -82,22 +88,24 @@ def bench(cfg: DictConfig) -> dict:
         data = photos(int(cfg.images))
         inputs = [eager.prepare(decode_image(d)) for d in data]
         times: dict[str, dict[str, list[float]]] = {n: {"model": [], "end_to_end": []} for n in backends}
-        for rep in range(int(cfg.warmup) + int(cfg.repeats)):
-            x, raw = inputs[rep % len(inputs)], data[rep % len(data)]
-            order = list(backends) if rep % 2 == 0 else list(reversed(backends))
-            for name in order:
-                model_ms = timed(backends[name].run, x)
-                e2e_ms = timed(predictors[name].predict_bytes, raw)
-                if rep >= int(cfg.warmup):
-                    times[name]["model"].append(model_ms)
-                    times[name]["end_to_end"].append(e2e_ms)
+        block = int(cfg.block)
+        for rnd in range(int(cfg.warmup_rounds) + int(cfg.rounds)):
+            for name in list(backends) if rnd % 2 == 0 else list(reversed(backends)):
+                for i in range(block + 1):  # the first call after switching runtimes is not counted
+                    k = (rnd * block + i) % len(data)
+                    model_ms = timed(backends[name].run, inputs[k])
+                    e2e_ms = timed(predictors[name].predict_bytes, data[k])
+                    if i > 0 and rnd >= int(cfg.warmup_rounds):
+                        times[name]["model"].append(model_ms)
+                        times[name]["end_to_end"].append(e2e_ms)
     result = {name: {part: stats(ms) for part, ms in parts.items()} for name, parts in times.items()}
     ratio = result["torch_eager"]["model"]["median_ms"] / result["onnxruntime"]["model"]["median_ms"]
     summary = {
         "model": source,
         "image_size": eager.info.image_size,
         "threads": threads,
-        "repeats": int(cfg.repeats),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (active)"),
+        "calls_per_runtime": int(cfg.rounds) * int(cfg.block),
         "latency": result,
         "eager_over_onnx": ratio,
         "load_average_before": load_before,
@@ -115,7 +123,8 @@ def bench(cfg: DictConfig) -> dict:
     print(
         f"eager / onnxruntime = {ratio:.2f}x; onnxruntime {onnx_ms:.1f} ms per image "
         f"({'<=' if onnx_ms <= FLOOR_MS else '>'} {FLOOR_MS:.0f} ms floor) at {eager.info.image_size} px, "
-        f"{threads} threads, {source}; load average {load_before[0]:.2f} before, "
+        f"{threads} threads, OMP_WAIT_POLICY={summary['omp_wait_policy']}, {source}; "
+        f"load average {load_before[0]:.2f} before, "
         f"{summary['load_average_after'][0]:.2f} after, {os.cpu_count()} CPUs"
     )
     return summary

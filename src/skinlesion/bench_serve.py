@@ -46,7 +46,9 @@ def bench_serve(cfg: DictConfig) -> dict:
     ]
     load = os.getloadavg()
     with running_server(model, overrides) as server:
-        summary = run_load(server, photos, int(cfg.requests), max_bytes, int(cfg.clients), int(cfg.warmup))
+        summary = run_load(
+            server, photos, int(cfg.requests), max_bytes, int(cfg.clients), int(cfg.warmup), cfg.valid_share
+        )
     summary |= {
         "load_average_before": load,
         "load_average_after": os.getloadavg(),

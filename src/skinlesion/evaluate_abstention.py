@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+from sklearn.metrics import roc_auc_score
 
 from skinlesion.cli import run_task
 from skinlesion.data.datamodule import folder_items
@@ -71,11 +72,23 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def separation(rows: list[dict], inside: str, outside: str) -> float | None:
+    """AUROC of the out-of-distribution score between two sets (1.0: every outside image scores higher)."""
+    a = [r["ood_score"] for r in rows if r["set"] == inside]
+    b = [r["ood_score"] for r in rows if r["set"] == outside]
+    if not a or not b:
+        return None
+    return float(roc_auc_score([0] * len(a) + [1] * len(b), a + b))
+
+
 def markdown(summary: dict, rows: list[dict], thresholds: dict) -> str:
     lines = [
         "# Abstention",
         "",
         f"Thresholds (fitted on the validation split): {thresholds}.",
+        "",
+        f"Separation of test and non-skin images by the out-of-distribution score: AUROC "
+        f"{summary['ood_auroc_test_vs_nonskin']}.",
         "",
         "| set | images | rejected | share | out of distribution | low confidence | acc (all) "
         "| acc (answered) |",
@@ -114,6 +127,7 @@ def evaluate_abstention(cfg: DictConfig) -> dict:
     summary = {
         "checkpoint": str(ckpt),
         "thresholds": predictor.info.thresholds.to_json(),
+        "ood_auroc_test_vs_nonskin": separation(rows, "test", "nonskin"),
         "sets": sets,
         "nonskin_rejected_fraction": sets["nonskin"]["rejected_fraction"],
         "test_rejected_fraction": sets["test"]["rejected_fraction"] if "test" in sets else None,

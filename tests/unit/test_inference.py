@@ -25,7 +25,7 @@ def tiny() -> SkinLesionClassifier:
     return model
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", ["simple_cnn", "efficientnet_lite0", "mobilenet_v2"])  # one per trunk kind
 def test_feature_map_pools_to_the_backbone_features(name):
     backbone = BACKBONES[name].build(pretrained=False).eval()
     x = torch.randn(2, 3, 64, 64)

@@ -153,12 +153,13 @@ def run_load(
     max_bytes: int,
     clients: int,
     warmup: int,
+    valid_share: float = 0.7,
 ) -> dict:
     """Warm the server up, then send the mixed load; the summary adds its resident-memory growth."""
-    send_all(server.url, workload(valid, warmup, max_bytes, seed=1), clients)
+    send_all(server.url, workload(valid, warmup, max_bytes, valid_share, seed=1), clients)
     before = server.rss()
     start = time.perf_counter()
-    results = send_all(server.url, workload(valid, requests, max_bytes), clients)
+    results = send_all(server.url, workload(valid, requests, max_bytes, valid_share), clients)
     summary = summarise(results, time.perf_counter() - start)
     after = server.rss()
     return summary | {
