@@ -111,7 +111,7 @@ def train(cfg: DictConfig) -> float:
     }
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if best and len(dm.datasets["val"]):
-        abstain = AbstainParams(**plain(cfg.get("abstain")) or {})
+        abstain = AbstainParams(**(plain(cfg.get("abstain")) or {}))
         summary |= calibrate_checkpoint(
             model, dm.eval_loader("val"), Path(best), dm.eval_loader("train"), abstain
         )

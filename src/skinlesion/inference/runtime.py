@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -94,8 +93,8 @@ class OnnxBackend:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle worker threads sleep instead of spinning: on a shared CPU spinning steals the cores
-        # from everything else (measured: it doubled PyTorch's latency in make bench).
+        # Idle worker threads sleep instead of spinning: on a shared CPU, spinning threads take the
+        # cores from every other process (make bench measured it).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             # ONNX is a protobuf of tensors and operators: loading it runs no pickled code.
@@ -174,7 +173,3 @@ class Predictor:
 
     def predict_file(self, path: str | os.PathLike, explain: bool = False) -> Prediction:
         return self.predict_image(load_image(path, self.limits), os.fsdecode(path), explain)
-
-    def outputs_for(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
-        """Raw outputs for several images in one batch (parity checks, benchmarks)."""
-        return self.backend.run(np.concatenate([self.backend.prepare(im) for im in images]))
