@@ -42,3 +42,6 @@ def test_refit_then_measure(real_deployed, tmp_path):
         assert all((r["reason"] is None) != r["abstained"] for r in members)
         assert all(r["ood_score"] > after.ood_score for r in members if r["reason"] == "out_of_distribution")
     assert "| nonskin | 48 |" in (out / "abstention.md").read_text()
+    by_name = {r["file"]: r for r in nonskin}
+    for name in ("synthetic/blank_white", "synthetic/document_text", "skimage/page.png"):  # far from skin
+        assert by_name[name]["reason"] == "out_of_distribution", by_name[name]
