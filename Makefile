@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 FUZZ_SECONDS ?= 120
 
-.PHONY: help install train prepare evaluate ablation notebooks test fuzz lint format clean
+.PHONY: help install train prepare evaluate ablation notebooks export predict serve abstention bench bench-serve test fuzz lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,24 @@ notebooks: $(STAMP)  ## execute the notebooks on the real data into outputs/note
 	for nb in notebooks/*.ipynb; do \
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --output-dir outputs/notebooks "$$nb" || exit 1; \
 	done
+
+export: $(STAMP)  ## ONNX export of the best checkpoint of outputs/latest (model.onnx + model.json), parity-checked
+	$(PY) -m skinlesion.export $(ARGS)
+
+predict: $(STAMP)  ## JSON lines per image: make predict ARGS="ckpt_path=... inputs=[a.png,dir/] explain=true"
+	$(PY) -m skinlesion.predict $(ARGS)
+
+serve: $(STAMP)  ## web page + REST API on 127.0.0.1:8000 (ARGS="host=... port=... model_path=...")
+	$(PY) -m skinlesion.serve $(ARGS)
+
+abstention: $(STAMP)  ## share of non-skin images rejected and of test images wrongly rejected
+	$(PY) -m skinlesion.evaluate_abstention $(ARGS)
+
+bench: $(STAMP)  ## latency per image, ONNX Runtime vs PyTorch eager, same run
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m skinlesion.bench $(ARGS)
+
+bench-serve: $(STAMP)  ## 1000 mixed requests from 8 clients against the running service
+	$(PY) -m skinlesion.bench_serve $(ARGS)
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)

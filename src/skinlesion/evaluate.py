@@ -114,14 +114,37 @@ def check_manifest(model: SkinLesionClassifier, manifest: Path) -> None:
         )
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    ckpt = (
-        Path(cfg.ckpt_path) if cfg.ckpt_path else Path(cfg.paths.output_root) / "latest/checkpoints/best.ckpt"
-    )
-    if not cfg.ckpt_path and not ckpt.is_file():
+def checkpoint_datamodule(
+    ckpt: Path, model: SkinLesionClassifier, root: str | None = None
+) -> SkinLesionDataModule:
+    """The checkpoint's own data splits, set up (``root`` if the data moved); warns if the data changed."""
+    overrides = {"root": root} if root else {}
+    dm = SkinLesionDataModule.load_from_checkpoint(ckpt, weights_only=True, **overrides)
+    if not dm.manifest_path.is_file():
+        dm.prepare_data()
+    check_manifest(model, dm.manifest_path)
+    dm.setup("test")
+    return dm
+
+
+def split_files(dm: SkinLesionDataModule, split: str) -> list[Path]:
+    return [dm.root / path for path, _ in dm.datasets[split].items]
+
+
+def default_checkpoint(cfg: DictConfig) -> Path:
+    """``ckpt_path``, else the best checkpoint of ``outputs/latest``, which must exist."""
+    if cfg.ckpt_path:
+        return Path(cfg.ckpt_path)
+    ckpt = Path(cfg.paths.output_root) / "latest/checkpoints/best.ckpt"
+    if not ckpt.is_file():
         raise CheckpointError(
             f"no checkpoint given and {ckpt} does not exist; train first (make train) or pass ckpt_path=..."
         )
+    return ckpt
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    ckpt = default_checkpoint(cfg)
     model = load_classifier(ckpt)
     run_dir = run_dir_of(ckpt)
     if cfg.folder:
@@ -132,12 +155,7 @@ def evaluate(cfg: DictConfig) -> dict:
         excluded = ignored + dataset.drop_unreadable()
         prefix, name = "folder", folder.resolve().name
     else:
-        overrides = {"root": cfg.data.root} if cfg.data.root else {}
-        dm = SkinLesionDataModule.load_from_checkpoint(ckpt, weights_only=True, **overrides)
-        if not dm.manifest_path.is_file():
-            dm.prepare_data()
-        check_manifest(model, dm.manifest_path)
-        dm.setup("test")
+        dm = checkpoint_datamodule(ckpt, model, cfg.data.root)
         if cfg.split not in dm.datasets:
             raise DataError(
                 f"split must be one of {list(dm.datasets)} (or use folder=...), got {cfg.split!r}"

@@ -23,6 +23,7 @@ from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.data.prepare import refuse_outputs_inside
 from skinlesion.errors import CheckpointError
 from skinlesion.evaluate import write_evaluation
+from skinlesion.models.abstention import AbstainParams
 from skinlesion.models.backbones import get_backbone
 from skinlesion.models.calibration import calibrate_checkpoint, load_weights
 from skinlesion.models.classifier import SkinLesionClassifier
@@ -135,7 +136,10 @@ def train(cfg: DictConfig) -> float:
     if best:
         load_weights(model, Path(best))  # test the weights that were checkpointed, EMA or not
         if len(dm.datasets["val"]):
-            summary |= calibrate_checkpoint(model, dm.eval_loader("val"), Path(best))
+            abstain = AbstainParams(**(plain(cfg.get("abstain")) or {}))
+            summary |= calibrate_checkpoint(
+                model, dm.eval_loader("val"), Path(best), dm.eval_loader("train"), abstain
+            )
     if cfg.get("evaluate", True) and len(dm.datasets["test"]):
         tester = (
             trainer

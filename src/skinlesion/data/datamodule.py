@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -249,7 +250,12 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
         return self._loader(ds, sampler=sampler)
 
     def eval_loader(self, split: str) -> DataLoader:
-        return self._loader(self.datasets[split], batch_size=self.hparams.eval_batch_size)
+        """Deterministic batches of any split, with eval transforms (train too, sharing its cache)."""
+        dataset = self.datasets[split]
+        if split == "train":
+            dataset = copy.copy(dataset)
+            dataset.transform = eval_transforms(self.hparams.image_size, self.hparams.mean, self.hparams.std)
+        return self._loader(dataset, batch_size=self.hparams.eval_batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_loader("val")

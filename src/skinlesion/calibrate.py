@@ -1,0 +1,48 @@
+"""``python -m skinlesion.calibrate``: refit the post-fit step of an existing checkpoint.
+
+``train`` fits the temperature and the abstention thresholds on the validation split right after
+training; this runs the same step again on a saved checkpoint (new ``abstain.*`` settings, or a
+checkpoint from before abstention existed) and merges the figures into the run's ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from skinlesion.cli import run_task
+from skinlesion.evaluate import checkpoint_datamodule, default_checkpoint, load_classifier, run_dir_of
+from skinlesion.models.abstention import AbstainParams
+from skinlesion.models.calibration import calibrate_checkpoint
+from skinlesion.paths import CONF_DIR
+from skinlesion.runs import write_json
+
+log = logging.getLogger(__name__)
+
+
+def calibrate(cfg: DictConfig) -> dict:
+    ckpt = default_checkpoint(cfg)
+    model = load_classifier(ckpt)
+    dm = checkpoint_datamodule(ckpt, model, cfg.data.root)
+    params = AbstainParams(**OmegaConf.to_container(cfg.abstain, resolve=True))
+    summary = calibrate_checkpoint(model, dm.eval_loader("val"), ckpt, dm.eval_loader("train"), params)
+    metrics_path = run_dir_of(ckpt) / "metrics.json"
+    if metrics_path.is_file():
+        write_json(metrics_path, json.loads(metrics_path.read_text()) | summary)
+    for key, value in summary.items():
+        print(f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}")
+    log.info("updated %s", Path(ckpt))
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="calibrate")
+def main(cfg: DictConfig) -> None:
+    run_task(calibrate, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The abstention commands: refit the thresholds of a saved checkpoint, measure the rejection rates."""
+
+import json
+import shutil
+
+import pytest
+
+from skinlesion.calibrate import calibrate
+from skinlesion.evaluate import load_classifier
+from skinlesion.evaluate_abstention import evaluate_abstention
+from skinlesion.models.inference import thresholds_of
+from skinlesion.reports.nonskin import nonskin_set
+from tests.e2e.conftest import compose_task
+
+
+@pytest.mark.integration
+def test_refit_then_measure(real_deployed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(real_deployed.ckpt.parent.parent, run, ignore=shutil.ignore_patterns("export"))
+    ckpt = run / "checkpoints" / "best.ckpt"
+    before = thresholds_of(load_classifier(ckpt))
+    summary = calibrate(compose_task("calibrate", [f"ckpt_path={ckpt}", "abstain.ood_reject=0.4"]))
+    after = thresholds_of(load_classifier(ckpt))
+    assert after.ood_score == pytest.approx(summary["abstain/ood_threshold"], rel=1e-5)
+    assert after.ood_score < before.ood_score  # turning away 40 % of val needs a lower threshold
+    assert (
+        json.loads((run / "metrics.json").read_text())["abstain/ood_threshold"]
+        == summary["abstain/ood_threshold"]
+    )
+
+    out = tmp_path / "eval"
+    report = evaluate_abstention(
+        compose_task("evaluate_abstention", [f"ckpt_path={ckpt}", f"output_dir={out}"])
+    )
+    rows = json.loads((out / "abstention.json").read_text())["rows"]
+    nonskin = [r for r in rows if r["set"] == "nonskin"]
+    assert [r["file"] for r in nonskin] == [name for name, _ in nonskin_set()]
+    for group, s in report["sets"].items():
+        members = [r for r in rows if r["set"] == group]
+        assert s["n"] == len(members) > 0
+        assert s["rejected_fraction"] == sum(r["abstained"] for r in members) / len(members)
+        assert all((r["reason"] is None) != r["abstained"] for r in members)
+        assert all(r["ood_score"] > after.ood_score for r in members if r["reason"] == "out_of_distribution")
+    assert "| nonskin | 48 |" in (out / "abstention.md").read_text()
+    by_name = {r["file"]: r for r in nonskin}
+    for name in ("synthetic/blank_white", "synthetic/document_text", "skimage/page.png"):  # far from skin
+        assert by_name[name]["reason"] == "out_of_distribution", by_name[name]
