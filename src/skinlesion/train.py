@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -18,6 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from skinlesion.cli import run_task
 from skinlesion.data.datamodule import SkinLesionDataModule
+from skinlesion.devices import (
+    leave_process_group,
+    place_trial,
+    ranks_rerun_this_job,
+    single_device_trainer,
+    trainer_kwargs,
+)
 from skinlesion.errors import CheckpointError
 from skinlesion.evaluate import write_evaluation
 from skinlesion.models.backbones import get_backbone
@@ -76,22 +84,34 @@ def resolve_ckpt_path(value: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> float:
+    """Fit, calibrate and (``evaluate=true``) test; returns the best val macro-F1.
+
+    ``extra_callbacks`` join the configured ones (``skinlesion.sweep`` adds its pruning callback).
+    """
     torch.set_float32_matmul_precision("high")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
+    gpus = place_trial(cfg.trainer)
     dm = build_datamodule(cfg)
     report = dm.prepare_data()
     dm.setup("fit")
     model = build_model(cfg, dm, report["manifest_sha256"])
-    callbacks, loggers = instantiate_group(cfg.get("callbacks")), instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *extra_callbacks]
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_kwargs(cfg.trainer)
+    )
     if trainer.is_global_zero:
         write_json(run_dir / "run_info.json", provenance(report["manifest_sha256"]))
     started = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), run_dir))
+    same_gpus = [f"trainer.devices=[{','.join(map(str, gpus))}]"] if gpus else []
+    with ranks_rerun_this_job(trainer, same_gpus):
+        trainer.fit(model, datamodule=dm, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), run_dir))
     fit_seconds = time.perf_counter() - started
+    if trainer.world_size > 1:
+        leave_process_group()
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     score = (
         checkpoint.best_model_score
@@ -112,9 +132,7 @@ def train(cfg: DictConfig) -> float:
     if best and len(dm.datasets["val"]):
         summary |= calibrate_checkpoint(model, dm.eval_loader("val"), Path(best))
     if cfg.get("evaluate", True) and len(dm.datasets["test"]):
-        tester = (
-            trainer if trainer.world_size == 1 else L.Trainer(devices=1, logger=False, accelerator="auto")
-        )
+        tester = trainer if trainer.world_size == 1 else single_device_trainer(trainer)
         tester.test(model, datamodule=dm, ckpt_path=best, verbose=False)
         outputs = model.test_outputs
         csv_log = run_dir / "csv" / "metrics.csv"
