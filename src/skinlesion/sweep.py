@@ -1,0 +1,95 @@
+"""``python -m skinlesion.sweep``: the search of ``hparams_search=...``, with pruning.
+
+The Hydra sweeper hears of a trial only when it ends, so it cannot stop a bad one early. This
+entry point runs the same search space against the same study storage in an Optuna loop of its
+own: each trial composes ``conf/sweep.yaml`` with its parameters, trains in this process, and
+reports val macro-F1 after every epoch to the pruner (``pruner=median|hyperband|none``). Trials
+run one at a time; start several processes on one storage to run more at once. Trials write to
+``<run dir>/trial-<number>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import Trial, TrialState
+
+from skinlesion.cli import run_task
+from skinlesion.paths import CONF_DIR
+from skinlesion.sweeps.pruning import OptunaPruning
+from skinlesion.sweeps.space import configure_trial, design, parse_conditional, parse_space
+from skinlesion.sweeps.study import (
+    OUTPUT_ATTR,
+    finish_trial,
+    make_storage,
+    open_study,
+    optimize,
+    record_design,
+    summary,
+    write_results,
+)
+from skinlesion.train import train
+
+log = logging.getLogger(__name__)
+
+
+def own_override(override: str) -> bool:
+    """Overrides that configure this loop rather than a trial (``pruner=...``, ``pruner.x=...``)."""
+    return override.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == "pruner"
+
+
+def run_trial(study: optuna.Study, trial: Trial, overrides: list[str], output_dir: Path) -> TrialState:
+    """Compose the trial's config, train it with the pruning callback, and tell the study."""
+    attrs = {OUTPUT_ATTR: str(output_dir)}
+    try:
+        cfg = hydra.compose("sweep", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+        value = train(cfg, extra_callbacks=[OptunaPruning(trial)])
+    except optuna.TrialPruned:
+        return finish_trial(study, trial, pruned=True, attrs=attrs)
+    except Exception as e:
+        return finish_trial(study, trial, error=e, attrs=attrs)
+    return finish_trial(study, trial, value, attrs=attrs)
+
+
+def sweep(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    search = hydra_cfg.sweeper
+    arguments = [o for o in hydra_cfg.overrides.task if not own_override(o)]
+    space, fixed = parse_space(search.params, arguments)
+    fixed.setdefault("hparams_search", hydra_cfg.runtime.choices.get("hparams_search"))
+    conditionals = parse_conditional(search.conditional)
+    storage = make_storage(search.storage, search.heartbeat_interval)
+    study = open_study(
+        search.study_name, storage, None, search.direction, hydra.utils.instantiate(cfg.pruner)
+    )
+    record_design(study, design(space, conditionals), fixed)
+    log.info(
+        "%s (storage %s, pruner %s)", summary(study, search.n_trials), search.storage, cfg.pruner._target_
+    )
+    run_dir = Path(cfg.paths.output_dir)
+
+    def run_batch(trials: list[Trial]) -> list[TrialState]:
+        return [
+            run_trial(study, t, configure_trial(t, space, conditionals, fixed), run_dir / f"trial-{t.number}")
+            for t in trials
+        ]
+
+    sampler_cfg = OmegaConf.to_container(search.sampler, resolve=True)
+    optimize(study, run_batch, search.n_trials, 1, sampler_cfg, search.max_failure_rate)
+    log.info(summary(study, search.n_trials))
+    best = write_results(study, run_dir)
+    return best.value if best else None
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep")
+def main(cfg: DictConfig) -> float | None:
+    return run_task(sweep, cfg)
+
+
+if __name__ == "__main__":
+    main()
