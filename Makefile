@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+SEARCH ?= optuna
 
-.PHONY: help install train prepare evaluate test lint format clean
+.PHONY: help install train prepare evaluate sweep sweep-native sweep-report sweep-bench test lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +30,18 @@ train: $(STAMP)  ## prepare the data, train the default experiment, evaluate its
 
 evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) on the test split
 	$(PY) -m skinlesion.evaluate $(ARGS)
+
+sweep: $(STAMP)  ## Optuna sweep, resumable (SEARCH=optuna | optuna_cpu; ARGS=hydra.sweeper.n_trials=...)
+	$(PY) -m skinlesion.train --multirun hparams_search=$(SEARCH) $(ARGS)
+
+sweep-native: $(STAMP)  ## the same search in Optuna's own loop, with pruning (ARGS=pruner=hyperband ...)
+	$(PY) -m skinlesion.sweep hparams_search=$(SEARCH) $(ARGS)
+
+sweep-report: $(STAMP)  ## report on the study of SEARCH: markdown, plots, best overrides (ARGS=retrain=true)
+	$(PY) -m skinlesion.sweep_report hparams_search=$(SEARCH) $(ARGS)
+
+sweep-bench: $(STAMP)  ## time fresh sweeps: the 8-trial CPU floor, kill-and-resume, pruning vs none
+	$(PY) -m skinlesion.sweeps.bench $(ARGS)
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)

@@ -83,20 +83,28 @@ def plot_score_by(records: Sequence[TrialRecord], keys: Sequence[str], path: Pat
             ax.scatter(np.full(len(ys), i) + np.linspace(-0.1, 0.1, len(ys)), ys, alpha=0.8)
             ax.hlines(max(ys), i - 0.25, i + 0.25, color="C3")
         ax.set_xticks(range(len(names)), names)
+        ax.set_xlim(-0.5, len(names) - 0.5)
         ax.set_title(f"val macro-F1 by {key} (red: best)")
     return _save(fig, path)
 
 
-def _axis(values: Sequence[Any]) -> tuple[np.ndarray, list[str] | None]:
-    """Positions in [0, 1] for one parallel-coordinates axis: categorical, log-scaled or linear."""
+def _axis(values: Sequence[Any]) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """Positions in [0, 1] for one parallel-coordinates axis (categorical, log-scaled or linear)
+    and its labels: every choice, or the two ends of the range."""
     if any(isinstance(v, str) for v in values):
         names = sorted({str(v) for v in values})
-        return np.array([names.index(str(v)) for v in values], float) / max(1, len(names) - 1), names
+        span = max(1, len(names) - 1)
+        return np.array([names.index(str(v)) for v in values], float) / span, [
+            (i / span, n) for i, n in enumerate(names)
+        ]
     x = np.array(values, float)
-    if x.min() > 0 and x.max() / x.min() > 50:
-        x = np.log10(x)
-    span = x.max() - x.min()
-    return (x - x.min()) / span if span else np.full(len(x), 0.5), None
+    log = x.min() > 0 and x.max() / x.min() > 50
+    scaled = np.log10(x) if log else x
+    span = scaled.max() - scaled.min()
+    positions = (scaled - scaled.min()) / span if span else np.full(len(x), 0.5)
+    suffix = " (log)" if log else ""
+    ends = [int(e) if float(e).is_integer() else float(e) for e in (x.min(), x.max())]
+    return positions, [(0.0, format_value(ends[0]) + suffix), (1.0, format_value(ends[1]))]
 
 
 def plot_parallel(records: Sequence[TrialRecord], path: Path) -> Path:
@@ -108,18 +116,17 @@ def plot_parallel(records: Sequence[TrialRecord], path: Path) -> Path:
         ax.set_title("parallel coordinates: no complete trials")
         return _save(fig, path)
     columns = [_axis([r.params[k] for r in done]) for k in keys]
-    scores = np.array([r.value for r in done])
-    lo, hi = scores.min(), scores.max()
-    colour = plt.cm.viridis((scores - lo) / (hi - lo) if hi > lo else np.full(len(scores), 0.5))
-    ys = np.stack([c[0] for c in columns] + [(scores - lo) / (hi - lo) if hi > lo else scores * 0 + 0.5], 1)
+    score_axis, score_labels = _axis([r.value for r in done])
+    ys = np.stack([c[0] for c in columns] + [score_axis], 1)
+    colour = plt.cm.viridis(score_axis)
     for row, c in sorted(zip(ys, colour, strict=True), key=lambda rc: rc[0][-1]):
         ax.plot(range(len(keys) + 1), row, color=c, alpha=0.8)
-    for i, (_, names) in enumerate(columns):
-        for j, name in enumerate(names or []):
-            ax.text(i, j / max(1, len(names) - 1), name, fontsize=7, ha="left", va="center")
+    for i, (_, labels) in enumerate([*columns, (None, score_labels)]):
+        for y, text in labels:
+            ax.text(i + 0.03, y, text, fontsize=7, ha="left", va="center")
     ax.set_xticks(range(len(keys) + 1), [*keys, "val macro-F1"], rotation=25, ha="right")
-    ax.set_yticks([0, 1], ["low", "high"])
-    ax.set_title(f"parallel coordinates (val macro-F1 {lo:.3f} → {hi:.3f})")
+    ax.set_yticks([])
+    ax.set_title("parallel coordinates (complete trials, colour = val macro-F1)")
     return _save(fig, path)
 
 
