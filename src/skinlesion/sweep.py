@@ -25,6 +25,7 @@ from skinlesion.sweeps.pruning import OptunaPruning
 from skinlesion.sweeps.space import configure_trial, design, parse_conditional, parse_space
 from skinlesion.sweeps.study import (
     OUTPUT_ATTR,
+    enqueue_grid,
     finish_trial,
     make_storage,
     open_study,
@@ -68,6 +69,8 @@ def sweep(cfg: DictConfig) -> float | None:
         search.study_name, storage, None, search.direction, hydra.utils.instantiate(cfg.pruner)
     )
     record_design(study, design(space, conditionals), fixed)
+    if search.get("grid"):
+        log.info("grid: %d combinations queued", enqueue_grid(study, space))
     log.info(
         "%s (storage %s, pruner %s)", summary(study, search.n_trials), search.storage, cfg.pruner._target_
     )

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 REGULARIZERS = ("none", "l1", "l2", "elastic")
+MACHINE_KEYS = ("paths.", "data.root", "hydra.")
 PLOTS = {
     "optimization_history.png": "optimization history",
     "param_importances.png": "parameter importances",
@@ -116,6 +117,8 @@ def experiment_config(trial: FrozenTrial, study_name: str) -> str:
     defaults, values = [], {}
     for override in reproduce(trial):
         key, value = override.split("=", 1)
+        if key.startswith(MACHINE_KEYS):  # where this machine keeps things is no part of a recipe
+            continue
         if (CONF_DIR / key).is_dir():
             defaults.append({f"override /{key}": value})
             continue

@@ -5,12 +5,14 @@ import time
 
 import optuna
 import pytest
+from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 from optuna.trial import TrialState
 
 from skinlesion.errors import ConfigError
 from skinlesion.sweeps.study import (
     ERROR_ATTR,
     budget_left,
+    enqueue_grid,
     finish_trial,
     heartbeat,
     is_interrupted,
@@ -123,3 +125,16 @@ def test_reproduce_leaves_out_the_search_config():
     trial.set_user_attr("fixed_params", {"hparams_search": "optuna_cpu", "data.image_size": "48"})
     finish_trial(study, trial, 0.5)
     assert reproduce(study.trials[0]) == [f"optimizer={trial.params['optimizer']}", "data.image_size=48"]
+
+
+def test_a_grid_queues_each_combination_once():
+    study = memory_study()
+    space = {"a": CategoricalDistribution([1, 2]), "b": CategoricalDistribution(["x", "y"])}
+    assert enqueue_grid(study, space) == 4
+    trial = study.ask(space)
+    finish_trial(study, trial, 0.5)
+    assert enqueue_grid(study, space) == 0  # 1 done, 3 still queued
+    combos = {(t.params or t.system_attrs["fixed_params"])["a"] for t in study.trials}
+    assert combos == {1, 2} and len(study.trials) == 4
+    with pytest.raises(ConfigError, match=r"needs choice\(...\) for every parameter, not for: \['lr'\]"):
+        enqueue_grid(study, {**space, "lr": LogUniformDistribution(1e-4, 1e-2)})

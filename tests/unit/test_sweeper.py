@@ -82,6 +82,14 @@ def test_running_again_resumes_the_study_and_repeats_nothing(tmp_path):
     assert len(trials(tmp_path)) == 5
 
 
+def test_a_grid_runs_every_combination_once(tmp_path):
+    r = sweep(tmp_path, "hydra.sweeper.grid=true", "hydra.sweeper.n_trials=6", "x=choice(0.25,0.75)")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert sorted((t.params["x"], t.params["kind"]) for t in trials(tmp_path)) == [
+        (x, k) for x in (0.25, 0.75) for k in ("a", "b", "c")
+    ]
+
+
 def wait_for_running(tmp_path: Path, number: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -25,6 +25,8 @@ class ResumableOptunaSweeperConf(OptunaSweeperConf):
     heartbeat_interval: Any = 30
     # Parameters that exist only for some choices: {name: {if: {key: [values]}, suggest: expr}}
     conditional: dict[str, Any] = field(default_factory=dict)
+    # true: run every combination of the choice(...) params once (set n_trials to their number)
+    grid: bool = False
 
 
 ConfigStore.instance().store(

@@ -13,6 +13,7 @@ Every sweep gets a fresh study in ``<output_dir>/bench.db``; results go to ``ben
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -75,7 +76,11 @@ class Bench:
         }
 
     def trials(self, study: str) -> list[optuna.trial.FrozenTrial]:
-        return optuna.load_study(study_name=study, storage=make_storage(self.storage, None)).trials
+        """The study's trials; none while the sweep has not created it yet."""
+        try:
+            return optuna.load_study(study_name=study, storage=make_storage(self.storage, None)).trials
+        except KeyError:
+            return []
 
     def outcome(self, study: str) -> dict:
         found = self.trials(study)
@@ -97,14 +102,15 @@ class Bench:
         beat = ["hydra.sweeper.heartbeat_interval=5"]
         started = time.perf_counter()
         proc = self.start(self.command("skinlesion.train", study, *beat), f"{study}-killed")
-        while proc.poll() is None:
-            time.sleep(2)
-            if (self.out / "bench.db").exists():
-                done = [t for t in self.trials(study) if t.state == TrialState.COMPLETE]
-                if len(done) >= kill_after:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+        try:
+            while proc.poll() is None:
+                time.sleep(2)
+                if sum(t.state == TrialState.COMPLETE for t in self.trials(study)) >= kill_after:
                     break
+        finally:  # also when this process fails: never leave the sweep running
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         killed_wall = time.perf_counter() - started
         before = self.outcome(study)
         n_before = len(self.trials(study))
@@ -152,7 +158,8 @@ def markdown(results: dict) -> str:
 def bench(cfg: DictConfig) -> dict:
     runner = Bench(cfg)
     parts = ["floor", "resume", "pruning"] if cfg.part == "all" else [cfg.part]
-    results = {}
+    previous = runner.out / "bench.json"
+    results = json.loads(previous.read_text()) if previous.is_file() else {}  # one part at a time adds up
     for part in parts:
         results[part] = getattr(runner, part)()
         log.info("%s: %s", part, results[part])

@@ -26,6 +26,7 @@ from skinlesion.errors import ConfigError
 from skinlesion.sweeps.space import configure_trial, design, parse_conditional, parse_space
 from skinlesion.sweeps.study import (
     OUTPUT_ATTR,
+    enqueue_grid,
     finish_trial,
     make_storage,
     open_study,
@@ -39,16 +40,23 @@ log = logging.getLogger(__name__)
 
 
 class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, heartbeat_interval: int | None = 30, conditional: Any = None, **upstream: Any) -> None:
+    def __init__(
+        self,
+        heartbeat_interval: int | None = 30,
+        conditional: Any = None,
+        grid: bool = False,
+        **upstream: Any,
+    ) -> None:
         super().__init__(**upstream)
         self.heartbeat_interval = heartbeat_interval
         self.conditionals = parse_conditional(conditional)
+        self.grid = grid
 
     def sweep(self, arguments: list[str]) -> None:
         if isinstance(self.sampler, functools.partial):
             raise ConfigError(
-                "the grid sampler is not supported here; grids run with Hydra's basic sweeper: "
-                "--multirun optimizer=adam,sgd regularizer=none,l2"
+                "optuna's grid sampler is not supported here; set hydra.sweeper.grid=true "
+                "(every combination of the choice(...) parameters, queued in the study)"
             )
         if self.custom_search_space_extender or len(self._get_directions()) != 1:
             raise ConfigError(
@@ -61,6 +69,8 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
         storage = make_storage(self.storage, self.heartbeat_interval)
         study = open_study(self.study_name, storage, self.sampler, self._get_directions()[0])
         record_design(study, design(space, self.conditionals), fixed)
+        if self.grid:
+            log.info("grid: %d combinations queued", enqueue_grid(study, space))
         log.info("%s (storage %s)", summary(study, self.n_trials), self.storage or "in memory")
 
         def run_batch(trials: list[Trial]) -> list[TrialState]:

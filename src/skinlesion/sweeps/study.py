@@ -14,6 +14,7 @@ Shared by the Hydra sweeper (``--multirun hparams_search=...``) and ``python -m 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import math
 import threading
@@ -22,12 +23,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import hydra.utils
 import optuna
 import sqlalchemy.exc
 from omegaconf import OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import make_url
@@ -141,7 +144,7 @@ def budget_left(study: optuna.Study, n_trials: int) -> int:
     return max(0, n_trials - sum(uses_budget(t) for t in study.get_trials(deepcopy=False)))
 
 
-def requeue(study: optuna.Study, trials: Sequence[FrozenTrial | Trial]) -> None:
+def requeue(study: optuna.Study, trials: Sequence[Any]) -> None:
     """Queue the parameters of interrupted trials again: the next ``ask`` hands them out first."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
@@ -251,6 +254,30 @@ def reseeded(sampler_cfg: Mapping[str, Any], study: optuna.Study) -> optuna.samp
 def trial_overrides(params: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> list[str]:
     """The Hydra overrides that run one trial: its parameters, then the sweep's fixed values."""
     return [f"{k}={v}" for k, v in {**params, **(fixed or {})}.items()]
+
+
+def enqueue_grid(study: optuna.Study, space: Mapping[str, BaseDistribution]) -> int:
+    """Queue every combination of the (categorical) choices that the study has not run or queued
+    yet; the sweep loop hands queued trials out first. Returns how many were queued.
+
+    Unlike optuna's GridSampler (which counts a failed grid point as visited), a killed grid
+    point is queued again like any interrupted trial.
+    """
+    names = sorted(space)
+    bad = [n for n in names if not isinstance(space[n], CategoricalDistribution)]
+    if bad:
+        raise ConfigError(f"hydra.sweeper.grid=true needs choice(...) for every parameter, not for: {bad}")
+
+    def chosen(t: FrozenTrial) -> tuple:
+        params = t.params or t.system_attrs.get("fixed_params", {})  # queued trials: not suggested yet
+        return tuple(params.get(n) for n in names)
+
+    seen = {
+        chosen(t) for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING or uses_budget(t)
+    }
+    todo = [combo for combo in itertools.product(*(space[n].choices for n in names)) if combo not in seen]
+    requeue(study, [SimpleNamespace(params=dict(zip(names, combo, strict=True))) for combo in todo])
+    return len(todo)
 
 
 def reproduce(trial: FrozenTrial) -> list[str]:
