@@ -16,24 +16,14 @@ from pathlib import Path
 import hydra
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.trial import Trial, TrialState
 
 from skinlesion.cli import run_task
 from skinlesion.paths import CONF_DIR
+from skinlesion.sweeps.loop import open_sweep, run_sweep
 from skinlesion.sweeps.pruning import OptunaPruning
-from skinlesion.sweeps.space import configure_trial, design, parse_conditional, parse_space
-from skinlesion.sweeps.study import (
-    OUTPUT_ATTR,
-    enqueue_grid,
-    finish_trial,
-    make_storage,
-    open_study,
-    optimize,
-    record_design,
-    summary,
-    write_results,
-)
+from skinlesion.sweeps.study import OUTPUT_ATTR, finish_trial
 from skinlesion.train import train
 
 log = logging.getLogger(__name__)
@@ -59,33 +49,20 @@ def run_trial(study: optuna.Study, trial: Trial, overrides: list[str], output_di
 
 def sweep(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
-    search = hydra_cfg.sweeper
     arguments = [o for o in hydra_cfg.overrides.task if not own_override(o)]
-    space, fixed = parse_space(search.params, arguments)
-    fixed.setdefault("hparams_search", hydra_cfg.runtime.choices.get("hparams_search"))
-    conditionals = parse_conditional(search.conditional)
-    storage = make_storage(search.storage, search.heartbeat_interval)
-    study = open_study(
-        search.study_name, storage, None, search.direction, hydra.utils.instantiate(cfg.pruner)
+    sweep = open_sweep(
+        hydra_cfg.sweeper,
+        arguments,
+        pruner=hydra.utils.instantiate(cfg.pruner),
+        default_fixed={"hparams_search": hydra_cfg.runtime.choices.get("hparams_search")},
     )
-    record_design(study, design(space, conditionals), fixed)
-    if search.get("grid"):
-        log.info("grid: %d combinations queued", enqueue_grid(study, space))
-    log.info(
-        "%s (storage %s, pruner %s)", summary(study, search.n_trials), search.storage, cfg.pruner._target_
-    )
+    log.info("pruner: %s", cfg.pruner._target_)
     run_dir = Path(cfg.paths.output_dir)
 
     def run_batch(trials: list[Trial]) -> list[TrialState]:
-        return [
-            run_trial(study, t, configure_trial(t, space, conditionals, fixed), run_dir / f"trial-{t.number}")
-            for t in trials
-        ]
+        return [run_trial(sweep.study, t, sweep.configure(t), run_dir / f"trial-{t.number}") for t in trials]
 
-    sampler_cfg = OmegaConf.to_container(search.sampler, resolve=True)
-    optimize(study, run_batch, search.n_trials, 1, sampler_cfg, search.max_failure_rate)
-    log.info(summary(study, search.n_trials))
-    best = write_results(study, run_dir)
+    best = run_sweep(sweep, run_batch, 1, run_dir)
     return best.value if best else None
 
 

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from skinlesion.sweeps.study import ERROR_ATTR, is_interrupted
+from skinlesion.sweeps.study import ERROR_ATTR, is_interrupted, make_storage
 
 APP = Path(__file__).parents[1] / "fixtures" / "sweep_app.py"
 
@@ -33,7 +33,7 @@ def sweep(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess
 
 
 def trials(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name="app", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    return optuna.load_study(study_name="app", storage=make_storage(str(tmp_path / "study.db"), None)).trials
 
 
 def states(tmp_path: Path) -> list[str]:
@@ -93,11 +93,13 @@ def test_a_grid_runs_every_combination_once(tmp_path):
 def wait_for_running(tmp_path: Path, number: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (tmp_path / "study.db").exists():
-            found = trials(tmp_path)
-            if len(found) > number and found[number].state == TrialState.RUNNING:
-                return
         time.sleep(0.5)
+        try:
+            found = trials(tmp_path)
+        except KeyError:  # the sweep has not created its study yet
+            continue
+        if len(found) > number and found[number].state == TrialState.RUNNING:
+            return
     raise AssertionError(f"trial {number} never started")
 
 

@@ -18,23 +18,12 @@ from typing import Any
 
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-from omegaconf import OmegaConf
 from optuna import Study
 from optuna.trial import Trial, TrialState
 
 from skinlesion.errors import ConfigError
-from skinlesion.sweeps.space import configure_trial, design, parse_conditional, parse_space
-from skinlesion.sweeps.study import (
-    OUTPUT_ATTR,
-    enqueue_grid,
-    finish_trial,
-    make_storage,
-    open_study,
-    optimize,
-    record_design,
-    summary,
-    write_results,
-)
+from skinlesion.sweeps.loop import open_sweep, run_sweep
+from skinlesion.sweeps.study import OUTPUT_ATTR, finish_trial
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +36,7 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
         grid: bool = False,
         **upstream: Any,
     ) -> None:
-        super().__init__(**upstream)
-        self.heartbeat_interval = heartbeat_interval
-        self.conditionals = parse_conditional(conditional)
-        self.grid = grid
+        super().__init__(**upstream)  # the three own fields are read from the config node in sweep()
 
     def sweep(self, arguments: list[str]) -> None:
         if isinstance(self.sampler, functools.partial):
@@ -58,31 +44,19 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
                 "optuna's grid sampler is not supported here; set hydra.sweeper.grid=true "
                 "(every combination of the choice(...) parameters, queued in the study)"
             )
-        if self.custom_search_space_extender or len(self._get_directions()) != 1:
+        if self.custom_search_space_extender or self.search_space or len(self._get_directions()) != 1:
             raise ConfigError(
-                "hydra.sweeper: one objective (val macro-F1), and conditional parameters go in "
-                "hydra.sweeper.conditional rather than custom_search_space"
+                "hydra.sweeper: one objective (val macro-F1); the space goes in params, conditional "
+                "parameters in conditional (not search_space or custom_search_space)"
             )
-        self._process_searchspace_config()
-        space, fixed = parse_space(self.params, arguments)
-        space = (self.search_space_distributions or {}) | space
-        storage = make_storage(self.storage, self.heartbeat_interval)
-        study = open_study(self.study_name, storage, self.sampler, self._get_directions()[0])
-        record_design(study, design(space, self.conditionals), fixed)
-        if self.grid:
-            log.info("grid: %d combinations queued", enqueue_grid(study, space))
-        log.info("%s (storage %s)", summary(study, self.n_trials), self.storage or "in memory")
+        sweep = open_sweep(self.config.hydra.sweeper, arguments, sampler=self.sampler)
 
         def run_batch(trials: list[Trial]) -> list[TrialState]:
-            overrides = [configure_trial(t, space, self.conditionals, fixed) for t in trials]
-            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            returns = self.launcher.launch([sweep.configure(t) for t in trials], initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
-            return [tell(study, t, r) for t, r in zip(trials, returns, strict=True)]
+            return [tell(sweep.study, t, r) for t, r in zip(trials, returns, strict=True)]
 
-        sampler_cfg = OmegaConf.to_container(self.config.hydra.sweeper.sampler, resolve=True)
-        optimize(study, run_batch, self.n_trials, self.n_jobs, sampler_cfg, self.max_failure_rate)
-        log.info(summary(study, self.n_trials))
-        write_results(study, Path(self.config.hydra.sweep.dir))
+        run_sweep(sweep, run_batch, self.n_jobs, Path(self.config.hydra.sweep.dir))
 
 
 def tell(study: Study, trial: Trial, ret: JobReturn) -> TrialState:

@@ -18,9 +18,10 @@ import itertools
 import logging
 import math
 import threading
+import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,7 +36,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import make_url
 
-from skinlesion.errors import ConfigError, SweepError
+from skinlesion.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,22 @@ def make_storage(storage: str | None, heartbeat_interval: int | None) -> optuna.
     sqlite = url.startswith("sqlite")
     # SQLite: wait for a lock rather than fail when two processes write; servers: drop dead connections
     engine = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval
-            )
-    except sqlalchemy.exc.SQLAlchemyError as e:
-        raise ConfigError(f"cannot open the study storage {make_url(url)!r}: {getattr(e, 'orig', e)}") from e
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval
+                )
+        except sqlalchemy.exc.IntegrityError:  # workers creating a new database at once: one wins
+            if attempt == 2:
+                raise
+            time.sleep(1 + attempt)
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            raise ConfigError(
+                f"cannot open the study storage {make_url(url)!r}: {getattr(e, 'orig', e)}"
+            ) from e
+    raise AssertionError("unreachable")
 
 
 def open_study(
@@ -315,32 +324,3 @@ def write_results(study: optuna.Study, sweep_dir: Path) -> FrozenTrial | None:
     OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
     log.info("best trial %d: %.4f  %s", best.number, best.value, " ".join(results["best_overrides"]))
     return best
-
-
-def optimize(
-    study: optuna.Study,
-    run_batch: Callable[[list[Trial]], Sequence[TrialState]],
-    n_trials: int,
-    n_jobs: int = 1,
-    sampler_cfg: Mapping[str, Any] | None = None,
-    max_failure_rate: float = 1.0,
-) -> None:
-    """The loop both sweeps share: batches of up to ``n_jobs`` trials until the study's budget is
-    spent. ``run_batch`` suggests, runs and tells its trials and returns their states."""
-    failures = 0
-    while True:
-        recover_interrupted(study)
-        n = min(n_jobs, budget_left(study, n_trials))
-        if n <= 0:
-            return
-        if sampler_cfg:
-            study.sampler = reseeded(sampler_cfg, study)
-        trials = [study.ask() for _ in range(n)]
-        with heartbeat(study, trials), requeue_on_interrupt(study, trials):
-            states = run_batch(trials)
-        failures += sum(state == TrialState.FAIL for state in states)
-        if failures > max_failure_rate * n_trials:
-            raise SweepError(
-                f"{failures} trials failed, more than max_failure_rate={max_failure_rate} of "
-                f"n_trials={n_trials}; their errors are in the log above and in sweep_report"
-            )
