@@ -4,7 +4,9 @@ import json
 
 import optuna
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -106,3 +108,23 @@ def test_the_experiment_config_reproduces_the_best_trial(tmp_path, study):
 def test_unknown_study_names_the_ones_there(study):
     with pytest.raises(SweepError, match=r"no study 'nope' in .*; it holds: known"):
         load_study(study, "nope")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_committed_experiment_configs_set_what_they_say(name):
+    """Each experiment file composes, chooses its groups and sets its values in the train config."""
+    spec = yaml.safe_load((CONF_DIR / "experiment" / f"{name}.yaml").read_text())
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
+    for entry in spec.pop("defaults", []):
+        ((key, option),) = entry.items()
+        assert cfg.hydra.runtime.choices[key.removeprefix("override /")] == option
+    for path, value in flatten(spec):
+        assert OmegaConf.select(cfg, path) == value, path
+
+
+def flatten(tree: dict, prefix: str = "") -> list:
+    out = []
+    for key, value in tree.items():
+        out += flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+    return out
