@@ -69,6 +69,7 @@ def open_sweep(
     record_design(study, design(space, conditionals), fixed)
     if search.get("grid"):
         log.info("grid: %d combinations queued", enqueue_grid(study, space))
+    recover_interrupted(study)  # before the summary: a killed trial shows as interrupted, not running
     log.info("%s (storage %s)", summary(study, search.n_trials), search.storage or "in memory")
     return Sweep(study, search, space, conditionals, fixed)
 
