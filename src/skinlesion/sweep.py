@@ -50,7 +50,7 @@ def run_trial(study: optuna.Study, trial: Trial, overrides: list[str], output_di
 def sweep(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     arguments = [o for o in hydra_cfg.overrides.task if not own_override(o)]
-    sweep = open_sweep(
+    search = open_sweep(
         hydra_cfg.sweeper,
         arguments,
         pruner=hydra.utils.instantiate(cfg.pruner),
@@ -60,9 +60,11 @@ def sweep(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)
 
     def run_batch(trials: list[Trial]) -> list[TrialState]:
-        return [run_trial(sweep.study, t, sweep.configure(t), run_dir / f"trial-{t.number}") for t in trials]
+        return [
+            run_trial(search.study, t, search.configure(t), run_dir / f"trial-{t.number}") for t in trials
+        ]
 
-    best = run_sweep(sweep, run_batch, 1, run_dir)
+    best = run_sweep(search, run_batch, 1, run_dir)
     return best.value if best else None
 
 

@@ -4,8 +4,8 @@ hydra-optuna-sweeper 1.3.0 runs ``n_trials`` more trials on every call, so re-ru
 repeats the whole budget; a NaN objective makes ``study.tell`` raise inside its error handler and
 ends the sweep; ``max_failure_rate`` is checked per batch, so with one trial at a time (the
 default) a single failure stops the sweep; and a killed trial stays RUNNING for ever. This
-subclass keeps its search-space grammar and launcher handling and replaces the loop with
-``skinlesion.sweeps.study.optimize``.
+subclass keeps its search-space grammar and launcher handling and replaces the loop with the one
+in ``skinlesion.sweeps.loop``, shared with ``python -m skinlesion.sweep``.
 """
 
 from __future__ import annotations
@@ -49,14 +49,16 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
                 "hydra.sweeper: one objective (val macro-F1); the space goes in params, conditional "
                 "parameters in conditional (not search_space or custom_search_space)"
             )
-        sweep = open_sweep(self.config.hydra.sweeper, arguments, sampler=self.sampler)
+        search = open_sweep(self.config.hydra.sweeper, arguments, sampler=self.sampler)
 
         def run_batch(trials: list[Trial]) -> list[TrialState]:
-            returns = self.launcher.launch([sweep.configure(t) for t in trials], initial_job_idx=self.job_idx)
+            returns = self.launcher.launch(
+                [search.configure(t) for t in trials], initial_job_idx=self.job_idx
+            )
             self.job_idx += len(returns)
-            return [tell(sweep.study, t, r) for t, r in zip(trials, returns, strict=True)]
+            return [tell(search.study, t, r) for t, r in zip(trials, returns, strict=True)]
 
-        run_sweep(sweep, run_batch, self.n_jobs, Path(self.config.hydra.sweep.dir))
+        run_sweep(search, run_batch, self.n_jobs, Path(self.config.hydra.sweep.dir))
 
 
 def tell(study: Study, trial: Trial, ret: JobReturn) -> TrialState:
