@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 FUZZ_SECONDS ?= 120
+SEARCH ?= optuna
 
-.PHONY: help install train prepare evaluate ablation notebooks export predict serve abstention bench bench-serve test fuzz lint format clean
+.PHONY: help install train prepare evaluate ablation notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench test fuzz lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,6 +58,18 @@ bench: $(STAMP)  ## latency per image, ONNX Runtime vs PyTorch eager, same run
 
 bench-serve: $(STAMP)  ## 1000 mixed requests from 8 clients against the running service
 	$(PY) -m skinlesion.bench_serve $(ARGS)
+
+sweep: $(STAMP)  ## Optuna sweep, resumable (SEARCH=optuna | optuna_cpu; ARGS=hydra.sweeper.n_trials=...)
+	$(PY) -m skinlesion.train --multirun hparams_search=$(SEARCH) $(ARGS)
+
+sweep-native: $(STAMP)  ## the same search in Optuna's own loop, with pruning (ARGS=pruner=hyperband ...)
+	$(PY) -m skinlesion.sweep hparams_search=$(SEARCH) $(ARGS)
+
+sweep-report: $(STAMP)  ## report on the study of SEARCH: markdown, plots, best overrides (ARGS=retrain=true)
+	$(PY) -m skinlesion.sweep_report hparams_search=$(SEARCH) $(ARGS)
+
+sweep-bench: $(STAMP)  ## time fresh sweeps: the 8-trial CPU floor, kill-and-resume, pruning vs none
+	$(PY) -m skinlesion.sweeps.bench $(ARGS)
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)

@@ -24,3 +24,7 @@ class ConfigError(SkinLesionError):
 
 class CheckpointError(SkinLesionError):
     """A checkpoint or exported model is missing, unreadable or unsafe."""
+
+
+class SweepError(SkinLesionError):
+    """A sweep cannot go on: too many of its trials failed, or its study holds nothing to report."""

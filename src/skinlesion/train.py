@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,13 @@ from skinlesion.checkpoints import SafeCheckpointIO
 from skinlesion.cli import run_task
 from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.data.prepare import refuse_outputs_inside
+from skinlesion.devices import (
+    leave_process_group,
+    place_trial,
+    ranks_rerun_this_job,
+    single_device_trainer,
+    trainer_kwargs,
+)
 from skinlesion.errors import CheckpointError
 from skinlesion.evaluate import write_evaluation
 from skinlesion.models.abstention import AbstainParams
@@ -93,29 +101,43 @@ def prepare_resume(trainer: L.Trainer, resume: ResumePoint, run_dir: Path) -> No
     log.info("resuming %s from %s (epoch %d, step %d)", run_dir, resume.path, resume.epoch, resume.step)
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> float:
+    """Fit, calibrate and (``evaluate=true``) test; returns the best val macro-F1.
+
+    ``extra_callbacks`` join the configured ones (``skinlesion.sweep`` adds its pruning callback).
+    """
     torch.set_float32_matmul_precision("high")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    gpus = place_trial(cfg.trainer)
     dm = build_datamodule(cfg)
     refuse_outputs_inside(dm.root, run_dir, Path(dm.hparams.prepared_dir))
     report = dm.prepare_data()
     dm.setup("fit")
     resume = inspect_checkpoint(ckpt_path, report["manifest_sha256"]) if ckpt_path else None
     model = build_model(cfg, dm, report["manifest_sha256"])
-    callbacks, loggers = instantiate_group(cfg.get("callbacks")), instantiate_group(cfg.get("logger"))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *extra_callbacks]
+    loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[SafeCheckpointIO()],
+        **trainer_kwargs(cfg.trainer),
     )
     if resume is not None:
         prepare_resume(trainer, resume, run_dir)
     if trainer.is_global_zero:
         record_run(run_dir, report["manifest_sha256"], ckpt_path)
     started = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    same_gpus = [f"trainer.devices=[{','.join(map(str, gpus))}]"] if gpus else []
+    with ranks_rerun_this_job(trainer, same_gpus):
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.perf_counter() - started
+    if trainer.world_size > 1:
+        leave_process_group()
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     score = (
         checkpoint.best_model_score
@@ -141,12 +163,8 @@ def train(cfg: DictConfig) -> float:
                 model, dm.eval_loader("val"), Path(best), dm.eval_loader("train"), abstain
             )
     if cfg.get("evaluate", True) and len(dm.datasets["test"]):
-        tester = (
-            trainer
-            if trainer.world_size == 1
-            else L.Trainer(devices=1, logger=False, accelerator="auto", plugins=[SafeCheckpointIO()])
-        )
-        tester.test(model, datamodule=dm, verbose=False)
+        tester = trainer if trainer.world_size == 1 else single_device_trainer(trainer)
+        tester.test(model, datamodule=dm, verbose=False)  # the model holds the best weights
         outputs = model.test_outputs
         csv_log = run_dir / "csv" / "metrics.csv"
         summary |= write_evaluation(

@@ -1,0 +1,1 @@
+"""Hydra discovers plugins in packages under ``hydra_plugins`` (a namespace package)."""
