@@ -126,9 +126,12 @@ def train(cfg: DictConfig) -> float:
             run_dir / "eval",
             "test",
             csv_log if csv_log.is_file() else None,
+            logits=outputs["logits"].numpy(),
+            temperature=float(model.temperature),
         )
     write_json(run_dir / "metrics.json", summary)
-    link_latest(Path(cfg.paths.output_root), run_dir)
+    if cfg.get("link_latest", True):
+        link_latest(Path(cfg.paths.output_root), run_dir)
     keys = ("val/f1_macro_best", "test/acc", "test/f1_macro")
     log.info("run %s: %s", run_dir, "  ".join(f"{k}={summary[k]:.4f}" for k in keys if k in summary))
     return objective

@@ -1,4 +1,4 @@
-"""Plots: confusion matrix, misclassified grid, training curves (matplotlib, headless)."""
+"""Plots: confusion matrix, misclassified grid, training curves, ROC, reliability (matplotlib, headless)."""
 
 from __future__ import annotations
 
@@ -112,4 +112,53 @@ def plot_training_curves(csv_path: Path, path: Path) -> Path | None:
         ax.set_xlabel("epoch")
         if ax.lines:
             ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_roc_curves(
+    curves: Sequence[tuple[np.ndarray, np.ndarray, float] | None],
+    class_names: Sequence[str],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """One-vs-rest ROC curve per class with its AUC; classes without positives or negatives are named."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+    for name, curve in zip(class_names, curves, strict=True):
+        if curve is None:
+            ax.plot([], [], " ", label=f"{name}: no AUC (one class only)")
+        else:
+            fpr, tpr, area = curve
+            ax.step(fpr, tpr, where="post", label=f"{name}: AUC {area:.3f}")
+    ax.set_xlabel("false-positive rate (1 − specificity)")
+    ax.set_ylabel("true-positive rate (sensitivity)")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_title(f"{title} one-vs-rest ROC".strip())
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_reliability(panels: Sequence[tuple[str, dict[str, np.ndarray], float]], path: Path) -> Path:
+    """Reliability diagrams side by side, e.g. before and after temperature scaling.
+
+    Each panel is (title, :func:`skinlesion.reports.calibration.reliability_bins`, ECE): bars are the
+    accuracy in each confidence bin, the diagonal is perfect calibration, the numbers are images.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8), squeeze=False)
+    for ax, (title, bins, ece) in zip(axes[0], panels, strict=True):
+        filled = bins["count"] > 0
+        x, w = bins["edges"][:-1][filled], np.diff(bins["edges"])[filled]
+        acc, conf, n = bins["accuracy"][filled], bins["confidence"][filled], bins["count"][filled]
+        ax.bar(x, acc, w, align="edge", alpha=0.8, edgecolor="black", label="accuracy")
+        ax.bar(x, conf - acc, w, bottom=acc, align="edge", color="red", alpha=0.25, label="gap to confidence")
+        for lo, width, count in zip(x, w, n, strict=True):
+            ax.text(lo + width / 2, 0.02, str(int(count)), ha="center", fontsize=7)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top-1 probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}\nECE {ece:.3f}, {int(n.sum())} images")
+        ax.legend(fontsize=8, loc="upper left")
     return _save(fig, path)
