@@ -226,11 +226,11 @@ def abstention_metrics(
     }
 
 
-def _num(value) -> str:
+def fmt_num(value) -> str:
     return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
 
-def _ci(bounds) -> str:
+def fmt_ci(bounds) -> str:
     return "—" if not bounds or None in bounds else f"{bounds[0]:.3f} – {bounds[1]:.3f}"
 
 
@@ -247,17 +247,17 @@ def details_markdown(m: dict, class_names: Sequence[str], prefix: str = "test") 
             "",
             f"| metric | estimate | {level} % CI |",
             "|---|---|---|",
-            f"| accuracy | {_num(m[f'{p}/acc'])} | {_ci(m[f'{p}/acc_ci'])} |",
-            f"| macro-F1 | {_num(m[f'{p}/f1_macro'])} | {_ci(m[f'{p}/f1_macro_ci'])} |",
-            f"| Cohen's κ | {_num(m[f'{p}/kappa'])} | {_ci(m[f'{p}/kappa_ci'])} |",
-            f"| macro one-vs-rest ROC AUC | {_num(m[f'{p}/auc_macro'])} | |",
+            f"| accuracy | {fmt_num(m[f'{p}/acc'])} | {fmt_ci(m[f'{p}/acc_ci'])} |",
+            f"| macro-F1 | {fmt_num(m[f'{p}/f1_macro'])} | {fmt_ci(m[f'{p}/f1_macro_ci'])} |",
+            f"| Cohen's κ | {fmt_num(m[f'{p}/kappa'])} | {fmt_ci(m[f'{p}/kappa_ci'])} |",
+            f"| macro one-vs-rest ROC AUC | {fmt_num(m[f'{p}/auc_macro'])} | |",
             "",
             f"| class | recall (sensitivity) | {level} % CI | one-vs-rest AUC |",
             "|---|---|---|---|",
         ]
         for c in class_names:
-            recall, auc_c = _num(m[f"{p}/recall/{c}"]), _num(m[f"{p}/auc/{c}"])
-            lines.append(f"| {c} | {recall} | {_ci(m[f'{p}/recall_ci/{c}'])} | {auc_c} |")
+            recall, auc_c = fmt_num(m[f"{p}/recall/{c}"]), fmt_num(m[f"{p}/auc/{c}"])
+            lines.append(f"| {c} | {recall} | {fmt_ci(m[f'{p}/recall_ci/{c}'])} | {auc_c} |")
         lines.append("")
     if f"{p}/ece" in m:
         temperature = m.get(f"{p}/temperature")
@@ -273,16 +273,16 @@ def details_markdown(m: dict, class_names: Sequence[str], prefix: str = "test") 
         ]
         for label, suffix in (("raw softmax (T = 1)", "_uncalibrated"), (scaled, "")):
             if f"{p}/ece{suffix}" in m:
-                scores = " | ".join(_num(m[f"{p}/{k}{suffix}"]) for k in ("ece", "nll", "brier"))
+                scores = " | ".join(fmt_num(m[f"{p}/{k}{suffix}"]) for k in ("ece", "nll", "brier"))
                 lines.append(f"| {label} | {scores} |")
         lines.append("")
     if f"{p}/abstention_rate" in m:
         lines += [
             "## Abstention",
             "",
-            f"Abstained on {m[f'{p}/n_abstained']} images (rate {_num(m[f'{p}/abstention_rate'])}); "
-            f"on the others accuracy {_num(m[f'{p}/acc_non_abstained'])}, "
-            f"macro-F1 {_num(m[f'{p}/f1_macro_non_abstained'])}.",
+            f"Abstained on {m[f'{p}/n_abstained']} images (rate {fmt_num(m[f'{p}/abstention_rate'])}); "
+            f"on the others accuracy {fmt_num(m[f'{p}/acc_non_abstained'])}, "
+            f"macro-F1 {fmt_num(m[f'{p}/f1_macro_non_abstained'])}.",
             "",
         ]
     return "\n".join(lines)
