@@ -27,7 +27,7 @@ from skinlesion.data.prepare import assign_folds, read_manifest
 from skinlesion.errors import ConfigError
 from skinlesion.evaluate import load_classifier, test_predictions, write_evaluation
 from skinlesion.paths import CONF_DIR
-from skinlesion.reports.cv import cv_markdown, fold_metric_names, summarise_folds
+from skinlesion.reports.cv import cv_markdown, fold_metric_names, mean_sd, summarise_folds
 from skinlesion.reports.plots import plot_cv_folds
 from skinlesion.runs import write_json
 from skinlesion.train import build_datamodule, train
@@ -164,9 +164,8 @@ def cross_validate(cfg: DictConfig) -> dict:
     )
     s = report["summary"]
     print(
-        f"cv {report['model']} ({len(rows)}/{n_folds} folds): "
-        f"acc {s['acc']['mean']:.4f} ± {s['acc']['sd']:.4f}  "
-        f"macro-F1 {s['f1_macro']['mean']:.4f} ± {s['f1_macro']['sd']:.4f}  -> {out / 'cv_report.md'}"
+        f"cv {report['model']} ({len(rows)}/{n_folds} folds): acc {mean_sd(s, 'acc')}  "
+        f"macro-F1 {mean_sd(s, 'f1_macro')}  -> {out / 'cv_report.md'}"
     )
     return report
 

@@ -17,6 +17,11 @@ def fold_metric_names(class_names: Sequence[str]) -> list[str]:
     return ["acc", "f1_macro", "kappa", *(f"recall/{c}" for c in class_names)]
 
 
+def mean_sd(summary: dict, key: str) -> str:
+    """``0.912 ± 0.021`` for one metric of :func:`summarise_folds`."""
+    return f"{summary[key]['mean']:.3f} ± {summary[key]['sd']:.3f}"
+
+
 def summarise_folds(folds: Sequence[dict], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
     """Mean, sd (ddof = 1; 0 for a single fold), min and max over the folds of every fold metric."""
     out = {}
@@ -51,7 +56,7 @@ def cv_markdown(report: dict) -> str:
         cells += [str(f["epochs"]), f"{f['fit_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     s = report["summary"]
-    cells = " | ".join(f"**{s[m]['mean']:.3f} ± {s[m]['sd']:.3f}**" for m in metrics)
+    cells = " | ".join(f"**{mean_sd(s, m)}**" for m in metrics)
     lines += [f"| mean ± sd | | | {cells} | | |", ""]
     lines.append("sd: sample standard deviation over the folds.")
     if len(report["folds"]) < report["n_folds"]:

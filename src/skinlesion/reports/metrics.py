@@ -234,6 +234,24 @@ def fmt_ci(bounds) -> str:
     return "—" if not bounds or None in bounds else f"{bounds[0]:.3f} – {bounds[1]:.3f}"
 
 
+def calibration_lines(m: dict, prefix: str) -> list[str]:
+    """ECE, NLL and Brier before and after temperature scaling, as a markdown table with its legend."""
+    temperature = m.get(f"{prefix}/temperature")
+    scaled = f"temperature-scaled (T = {temperature:.3f})" if temperature is not None else "as output"
+    lines = [
+        f"ECE over {m[f'{prefix}/ece_bins']} equal-width confidence bins (0 = confidence matches accuracy); "
+        "NLL and multi-class Brier score, lower is better. The temperature is fitted on val.",
+        "",
+        "| probabilities | ECE | NLL | Brier |",
+        "|---|---|---|---|",
+    ]
+    for label, suffix in (("raw softmax (T = 1)", "_uncalibrated"), (scaled, "")):
+        if f"{prefix}/ece{suffix}" in m:
+            scores = " | ".join(fmt_num(m[f"{prefix}/{k}{suffix}"]) for k in ("ece", "nll", "brier"))
+            lines.append(f"| {label} | {scores} |")
+    return lines
+
+
 def details_markdown(m: dict, class_names: Sequence[str], prefix: str = "test") -> str:
     """Report sections for the figures of :func:`uncertainty_metrics`, calibration and abstention in ``m``."""
     p, lines = prefix, []
@@ -260,22 +278,7 @@ def details_markdown(m: dict, class_names: Sequence[str], prefix: str = "test") 
             lines.append(f"| {c} | {recall} | {fmt_ci(m[f'{p}/recall_ci/{c}'])} | {auc_c} |")
         lines.append("")
     if f"{p}/ece" in m:
-        temperature = m.get(f"{p}/temperature")
-        scaled = f"temperature-scaled (T = {temperature:.3f})" if temperature is not None else "as output"
-        lines += [
-            "## Calibration",
-            "",
-            f"ECE over {m[f'{p}/ece_bins']} equal-width confidence bins (0 = confidence matches accuracy); "
-            "NLL and multi-class Brier score, lower is better. The temperature is fitted on val.",
-            "",
-            "| probabilities | ECE | NLL | Brier |",
-            "|---|---|---|---|",
-        ]
-        for label, suffix in (("raw softmax (T = 1)", "_uncalibrated"), (scaled, "")):
-            if f"{p}/ece{suffix}" in m:
-                scores = " | ".join(fmt_num(m[f"{p}/{k}{suffix}"]) for k in ("ece", "nll", "brier"))
-                lines.append(f"| {label} | {scores} |")
-        lines.append("")
+        lines += ["## Calibration", "", *calibration_lines(m, p), ""]
     if f"{p}/abstention_rate" in m:
         lines += [
             "## Abstention",
