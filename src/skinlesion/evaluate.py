@@ -3,7 +3,7 @@
 Writes ``metrics.json``, ``classification_report.md``, ``confusion_matrix.png``,
 ``misclassified.png``, ``roc_curves.png``, ``reliability_diagram.png``, ``predictions.csv`` and,
 when the run's CSV log is there, ``training_curves.png``. Besides the point scores: bootstrap
-intervals (whole duplicate groups resampled), Cohen's κ, one-vs-rest ROC AUC, and ECE/NLL/Brier
+intervals (an image and its duplicates resampled together), Cohen's κ, one-vs-rest ROC AUC, and ECE/NLL/Brier
 before and after temperature scaling. ``train`` calls :func:`write_evaluation` on its best
 checkpoint, so every run directory carries the same artefacts in ``<run>/eval/``.
 """

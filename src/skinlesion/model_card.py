@@ -24,7 +24,7 @@ from skinlesion.data.prepare import read_manifest
 from skinlesion.errors import DataError
 from skinlesion.paths import CONF_DIR
 from skinlesion.reports.cv import mean_sd
-from skinlesion.reports.metrics import calibration_lines, fmt_ci, fmt_num
+from skinlesion.reports.metrics import bootstrap_units, calibration_lines, fmt_ci, fmt_num
 
 log = logging.getLogger(__name__)
 PUBLISHED_IMAGES = 770  # MSID "Original Images" as published (Bala et al., Neural Networks 2023)
@@ -109,7 +109,7 @@ def metrics_section(m: dict, names: list[str]) -> list[str]:
     lines = [
         f"Held-out test split, {m[f'{p}/n']} images; {level} % bootstrap intervals in brackets "
         f"({m.get(f'{p}/bootstrap_resamples')} resamples of {m.get(f'{p}/bootstrap_units')} "
-        f"{m.get(f'{p}/bootstrap_unit')}s).",
+        f"{bootstrap_units(m, p)}).",
         "",
         f"- accuracy {with_ci(m, p, 'acc')}",
         f"- macro-F1 {with_ci(m, p, 'f1_macro')}",

@@ -64,8 +64,8 @@ def test_fit_on_real_slice_writes_the_run_and_evaluate_rewrites_it(tmp_path, com
     for key in ("test/acc", "test/f1_macro", "test/kappa"):
         low, high = metrics[f"{key}_ci"]
         assert low <= metrics[key] <= high, key
-    # duplicate groups of the test split are the bootstrap's unit
-    assert metrics["test/bootstrap_unit"] == "duplicate group" and metrics["test/bootstrap_units"] <= 12
+    # the manifest's groups (an image with its duplicates) are the bootstrap's unit
+    assert metrics["test/bootstrap_unit"] == "group" and metrics["test/bootstrap_units"] <= 12
     assert metrics["test/temperature"] == pytest.approx(metrics["calibration/temperature"])
     assert objective == pytest.approx(metrics["val/f1_macro_best"])
     assert (run / "checkpoints/best.ckpt").is_file() and (run / "checkpoints/last.ckpt").is_file()

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
+from skinlesion.evaluate import abstention_mask
+from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.reports.metrics import (
     Bootstrap,
     abstention_metrics,
@@ -73,12 +75,15 @@ def test_metrics_name_the_unit_and_the_report_shows_the_intervals():
     probs, targets = random_predictions(4, 80)
     groups = [f"g{i // 2}" for i in range(80)]
     m = uncertainty_metrics(probs, targets, NAMES, "test", groups, Bootstrap(500))
-    assert m["test/bootstrap_unit"] == "duplicate group" and m["test/bootstrap_units"] == 40
+    assert m["test/bootstrap_unit"] == "group" and m["test/bootstrap_units"] == 40
     low, high = m["test/recall_ci/A"]
     assert 0 <= low <= high <= 1
     m |= {"test/acc": 0.5, "test/f1_macro": 0.5, **{f"test/recall/{c}": 0.5 for c in NAMES}}
     text = details_markdown(m, NAMES, "test")
-    assert f"{m['test/acc_ci'][0]:.3f} – {m['test/acc_ci'][1]:.3f}" in text and "40 duplicate groups" in text
+    assert (
+        f"{m['test/acc_ci'][0]:.3f} – {m['test/acc_ci'][1]:.3f}" in text
+        and "40 groups (an image with its duplicates" in text
+    )
 
 
 def test_abstention_scores_only_the_images_kept():
@@ -87,3 +92,11 @@ def test_abstention_scores_only_the_images_kept():
     m = abstention_metrics(probs, targets, np.array([0, 0, 0, 1, 1], bool), NAMES, "folder")
     assert m["folder/abstention_rate"] == pytest.approx(0.4) and m["folder/n_abstained"] == 2
     assert m["folder/acc_non_abstained"] == 1.0
+
+
+def test_abstention_hook_uses_the_checkpoints_rule_when_there_is_one():
+    model = SkinLesionClassifier(NAMES, backbone="simple_cnn", pretrained=False)
+    probs = np.array([[0.9, 0.05, 0.03, 0.02], [0.4, 0.3, 0.2, 0.1]])
+    assert abstention_mask(model, probs) is None  # no rule yet: no abstention figures
+    model.abstains = lambda p: p.max(1).values < 0.5  # the deploy engineer's rule plugs in here
+    assert abstention_mask(model, probs).tolist() == [False, True]

@@ -201,7 +201,7 @@ def uncertainty_metrics(
         out[f"{prefix}/{name}_ci"] = interval(ci[name])
     for i, name in enumerate(class_names):
         out[f"{prefix}/recall_ci/{name}"] = interval(ci["recall"][:, i])
-    unit = "duplicate group" if groups is not None else "image"
+    unit = "group" if groups is not None else "image"
     out |= {
         f"{prefix}/ci_level": options.level,
         f"{prefix}/bootstrap_resamples": options.n_resamples,
@@ -234,6 +234,13 @@ def fmt_ci(bounds) -> str:
     return "—" if not bounds or None in bounds else f"{bounds[0]:.3f} – {bounds[1]:.3f}"
 
 
+def bootstrap_units(m: dict, prefix: str) -> str:
+    """What the bootstrap resampled, in words."""
+    if m[f"{prefix}/bootstrap_unit"] == "group":
+        return "groups (an image with its duplicates, as in the manifest)"
+    return "images"
+
+
 def calibration_lines(m: dict, prefix: str) -> list[str]:
     """ECE, NLL and Brier before and after temperature scaling, as a markdown table with its legend."""
     temperature = m.get(f"{prefix}/temperature")
@@ -261,7 +268,7 @@ def details_markdown(m: dict, class_names: Sequence[str], prefix: str = "test") 
             "## Uncertainty",
             "",
             f"{level} % percentile-bootstrap intervals: {m[f'{p}/bootstrap_resamples']} resamples of the "
-            f"{m[f'{p}/bootstrap_units']} {m[f'{p}/bootstrap_unit']}s (seed {m[f'{p}/bootstrap_seed']}).",
+            f"{m[f'{p}/bootstrap_units']} {bootstrap_units(m, p)} (seed {m[f'{p}/bootstrap_seed']}).",
             "",
             f"| metric | estimate | {level} % CI |",
             "|---|---|---|",
