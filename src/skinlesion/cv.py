@@ -36,14 +36,20 @@ log = logging.getLogger(__name__)
 
 
 def fold_config(cfg: DictConfig, fold: int) -> DictConfig:
-    """The ``train`` config of one fold: its data fold, its own run directory, no test, no latest link."""
+    """The ``train`` config of one fold: its data fold, its own run directory, no test, no latest link.
+
+    A fold interrupted mid-training resumes from its own ``last.ckpt``.
+    """
     fold_cfg = copy.deepcopy(cfg)
+    fold_dir = Path(cfg.paths.output_dir) / f"fold{fold}"
+    last = fold_dir / "checkpoints" / "last.ckpt"
     with open_dict(fold_cfg):
-        fold_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / f"fold{fold}")
+        fold_cfg.paths.output_dir = str(fold_dir)
         fold_cfg.data.fold = fold
         fold_cfg.data.n_folds = cfg.n_folds
         fold_cfg.evaluate = False
         fold_cfg.link_latest = False
+        fold_cfg.ckpt_path = str(last) if last.is_file() else None
     return fold_cfg
 
 

@@ -40,10 +40,14 @@ def test_cv_on_real_slice(tmp_path, compose_cfg, real_slice):
     assert all(Path(c).is_file() for c in report["checkpoints"])  # kept for a fold ensemble
     assert not (tmp_path / "outputs" / "latest").exists()
 
-    # a second call resumes: nothing is trained again, the report is the same
+    # a second call resumes: finished folds are not trained again, an interrupted one (no
+    # metrics.json yet) goes on from its last.ckpt and keeps its best.ckpt name
     stamps = [Path(c).stat().st_mtime_ns for c in report["checkpoints"]]
+    (out / "fold1" / "metrics.json").unlink()
     again = cross_validate(cfg)
-    assert [Path(c).stat().st_mtime_ns for c in again["checkpoints"]] == stamps
+    assert [Path(c).stat().st_mtime_ns for c in again["checkpoints"]][::2] == stamps[::2]
+    assert (out / "fold1" / "metrics.json").is_file()
+    assert sorted(p.name for p in (out / "fold1" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert again["summary"] == report["summary"]
     assert json.loads((out / "cv_report.json").read_text())["oof"]["n"] == report["n_images"]
 
