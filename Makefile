@@ -8,7 +8,8 @@ ARGS ?=
 # Independently collected web images (no Monkeypox class) for measuring domain shift; never trained on.
 EXTERNAL ?= $(abspath ../shared/data/external/health_app_ml)
 
-.PHONY: help install train prepare evaluate evaluate-external cv test lint format clean
+.PHONY: help install train prepare evaluate test lint format clean
+.PHONY: evaluate-external cv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,15 +33,15 @@ train: $(STAMP)  ## prepare the data, train the default experiment, evaluate its
 evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) on the test split
 	$(PY) -m skinlesion.evaluate $(ARGS)
 
+test: $(STAMP)  ## run the test suite
+	$(PY) -m pytest $(ARGS)
+
 evaluate-external: $(STAMP)  ## evaluate a checkpoint on the external folder EXTERNAL (domain shift)
 	$(PY) -m skinlesion.evaluate folder=$(EXTERNAL) $(ARGS)
 
 cv: $(STAMP)  ## grouped, stratified 5-fold cross-validation over train+val (default model: ~25 min on 2 cores)
 	$(PY) -m skinlesion.data.prepare
 	$(PY) -m skinlesion.cv $(ARGS)
-
-test: $(STAMP)  ## run the test suite
-	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check src tests
