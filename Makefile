@@ -9,7 +9,6 @@ ARGS ?=
 EXTERNAL ?= $(abspath ../shared/data/external/health_app_ml)
 
 .PHONY: help install train prepare evaluate test lint format clean
-.PHONY: evaluate-external cv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +35,7 @@ evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) o
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)
 
+.PHONY: evaluate-external cv
 evaluate-external: $(STAMP)  ## evaluate a checkpoint on the external folder EXTERNAL (domain shift)
 	$(PY) -m skinlesion.evaluate folder=$(EXTERNAL) $(ARGS)
 

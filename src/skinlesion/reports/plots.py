@@ -1,4 +1,4 @@
-"""Plots: confusion matrix, misclassified grid, training curves, ROC, reliability (matplotlib, headless)."""
+"""Plots: confusion matrix, misclassified grid, training curves (matplotlib, headless)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure  # new figures avoid pyplot's global state
 
 
 def _save(fig, path: Path) -> Path:
@@ -122,7 +123,8 @@ def plot_roc_curves(
     title: str = "",
 ) -> Path:
     """One-vs-rest ROC curve per class with its AUC; classes without positives or negatives are named."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
     for name, curve in zip(class_names, curves, strict=True):
         if curve is None:
@@ -146,8 +148,8 @@ def plot_reliability(panels: Sequence[tuple[str, dict[str, np.ndarray], float]],
     accuracy in each confidence bin, red lines its mean confidence (a bar below its line means
     over-confidence), the diagonal is perfect calibration, the numbers are images per bin.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8), squeeze=False)
-    for ax, (title, bins, ece) in zip(axes[0], panels, strict=True):
+    fig = Figure(figsize=(5 * len(panels), 4.8))
+    for ax, (title, bins, ece) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         filled = bins["count"] > 0
         x, w = bins["edges"][:-1][filled], np.diff(bins["edges"])[filled]
         acc, conf, n = bins["accuracy"][filled], bins["confidence"][filled], bins["count"][filled]
@@ -167,7 +169,8 @@ def plot_reliability(panels: Sequence[tuple[str, dict[str, np.ndarray], float]],
 
 def plot_cv_folds(folds: Sequence[dict], metrics: Sequence[str], path: Path, title: str = "") -> Path:
     """Every fold's score per metric (one colour per fold) beside the mean ± sd over the folds."""
-    fig, ax = plt.subplots(figsize=(1.3 * len(metrics) + 2, 4.5))
+    fig = Figure(figsize=(1.3 * len(metrics) + 2, 4.5))
+    ax = fig.subplots()
     values = np.array([[f[m] for m in metrics] for f in folds], dtype=float)
     x = np.arange(len(metrics))
     for i, (f, row) in enumerate(zip(folds, values, strict=True)):
