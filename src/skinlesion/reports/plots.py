@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure  # new figures avoid pyplot's global state
+from matplotlib.figure import Figure
 
 
 def _save(fig, path: Path) -> Path:
