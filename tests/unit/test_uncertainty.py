@@ -10,6 +10,7 @@ from skinlesion.reports.metrics import (
     Bootstrap,
     abstention_metrics,
     bootstrap_intervals,
+    classification_metrics,
     cohen_kappa,
     details_markdown,
     roc_one_vs_rest,
@@ -36,6 +37,8 @@ def test_auc_is_undefined_for_a_class_without_positives_and_left_out_of_the_macr
     others = [roc_auc_score(targets[keep] == k, probs[keep, k]) for k in (0, 1, 3)]
     assert m["folder/auc_macro"] == pytest.approx(np.mean(others))
     assert m["folder/recall_ci/C"] == [None, None]
+    m |= classification_metrics(probs[keep], targets[keep], NAMES, "folder")
+    assert "| C | — | — | — |" in details_markdown(m, NAMES, "folder")  # absent: no recall, not 0
 
 
 def test_perfect_predictions_have_a_degenerate_interval():

@@ -281,7 +281,8 @@ def details_markdown(m: dict, class_names: Sequence[str], prefix: str = "test") 
             "|---|---|---|---|",
         ]
         for c in class_names:
-            recall, auc_c = fmt_num(m[f"{p}/recall/{c}"]), fmt_num(m[f"{p}/auc/{c}"])
+            absent = m[f"{p}/support/{c}"] == 0  # no images of the class: no recall, not 0
+            recall, auc_c = "—" if absent else fmt_num(m[f"{p}/recall/{c}"]), fmt_num(m[f"{p}/auc/{c}"])
             lines.append(f"| {c} | {recall} | {fmt_ci(m[f'{p}/recall_ci/{c}'])} | {auc_c} |")
         lines.append("")
     if f"{p}/ece" in m:
