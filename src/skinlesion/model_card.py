@@ -66,12 +66,12 @@ def data_section(report: dict | None, paths: list[str]) -> list[str]:
     names = report["class_names"]
     total = {c: sum(report["counts"][s].get(c, 0) for s in report["counts"]) for c in names}
     gaps = numbering_gaps(paths + [e["path"] for e in report["excluded"]])
-    conflict_lines = [
-        f"  - {', '.join(g['members'])} ({' / '.join(g['labels'])}"
-        + ("; byte-identical files" if any(pair["exact"] for pair in g["pairs"]) else "; near-duplicates")
-        + ")"
-        for g in report["conflicts"]
-    ]
+    conflict_lines = []
+    for g in report["conflicts"]:
+        exact = [f"{p['a']} = {p['b']}" for p in g["pairs"] if p["exact"]]
+        evidence = f"byte-identical: {'; '.join(exact)}" if exact else "near-duplicates"
+        conflict_lines.append(f"  - {', '.join(g['members'])} ({' / '.join(g['labels'])}; {evidence})")
+    found = report["n_images"] + sum("/" in e["path"] for e in report["excluded"])  # files in class folders
     lines = [
         "The Monkeypox Skin Image Dataset (MSID; Kaggle `dipuiucse/monkeypoxskinimagedataset`; Bala et al., "
         "*Neural Networks* 2023): photos scraped from the web, one folder per class, no patient identifiers, "
@@ -80,9 +80,8 @@ def data_section(report: dict | None, paths: list[str]) -> list[str]:
         f"- **Images used:** {report['n_images']} ("
         + ", ".join(f"{c} {total[c]}" for c in names)
         + f"); {len(report['excluded'])} files left out as unusable. The published set counts "
-        f"{PUBLISHED_IMAGES}; the gaps in this copy's file numbering are "
-        + (", ".join(gaps) if gaps else "none")
-        + ".",
+        f"{PUBLISHED_IMAGES}, this copy {found}: {PUBLISHED_IMAGES - found} missing (gaps in the file "
+        "numbering: " + (", ".join(gaps) if gaps else "none") + ").",
         f"- **Duplicates:** {report['n_exact_pairs']} byte-identical pairs and {report['n_near_pairs']} "
         f"near-duplicate pairs, joined into {len(report['duplicate_groups'])} groups; a group is never split "
         "between train, val and test, and the bootstrap resamples whole groups.",
