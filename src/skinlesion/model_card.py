@@ -27,6 +27,7 @@ from skinlesion.reports.cv import mean_sd
 from skinlesion.reports.metrics import bootstrap_units, calibration_lines, fmt_ci, fmt_num
 
 log = logging.getLogger(__name__)
+HASHES = ("phash", "dhash", "whash")
 PUBLISHED_IMAGES = 770  # MSID "Original Images" as published (Bala et al., Neural Networks 2023)
 
 
@@ -68,8 +69,13 @@ def data_section(report: dict | None, paths: list[str]) -> list[str]:
     gaps = numbering_gaps(paths + [e["path"] for e in report["excluded"]])
     conflict_lines = []
     for g in report["conflicts"]:
-        exact = [f"{p['a']} = {p['b']}" for p in g["pairs"] if p["exact"]]
-        evidence = f"byte-identical: {'; '.join(exact)}" if exact else "near-duplicates"
+        closest = min(g["pairs"], key=lambda q: (not q["exact"], sum(q.get(k, 0) for k in HASHES)))
+        how = (
+            "byte-identical"
+            if closest["exact"]
+            else "pHash/dHash/wHash distances " + "/".join(str(closest.get(k)) for k in HASHES)
+        )
+        evidence = f"closest pair {closest['a']} ~ {closest['b']}: {how}"
         conflict_lines.append(f"  - {', '.join(g['members'])} ({' / '.join(g['labels'])}; {evidence})")
     found = report["n_images"] + sum("/" in e["path"] for e in report["excluded"])  # files in class folders
     lines = [
@@ -246,7 +252,10 @@ def model_card(cfg: DictConfig) -> Path:
         )
     run_dir = run_dir.resolve()
     sources: list[Path] = []
-    m = read_json(run_dir / "metrics.json", sources) or {}
+    # the run's summary, with the test figures of the latest `make evaluate` (eval/) on top
+    m = (read_json(run_dir / "metrics.json", sources) or {}) | (
+        read_json(run_dir / "eval" / "metrics.json", sources) or {}
+    )
     info = read_json(run_dir / "run_info.json", sources) or {}
     cfg_path = run_dir / ".hydra" / "config.yaml"
     if not cfg_path.is_file():

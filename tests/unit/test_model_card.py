@@ -16,11 +16,13 @@ from skinlesion.reports.metrics import fmt_ci
 from skinlesion.runs import provenance, write_json
 from tests.conftest import CLASSES
 from tests.unit.test_metrics import random_predictions
+from tests.unit.test_prepare import add_duplicates
 
 
 def fake_run(tmp_path: Path, root: Path, compose_cfg) -> tuple[Path, dict]:
     """A run directory as train writes it, from a real preparation and synthetic predictions."""
     (root / "Measles" / "measles3.png").unlink()  # a gap in the numbering, like normal104 in MSID
+    add_duplicates(root)  # one of them an exact copy under another label
     params = PrepareParams.from_config(CLASSES, None, None, "train")
     report = prepare(root, prepared_dir(tmp_path / "outputs" / "prepared", root, params), params)
     run = tmp_path / "outputs" / "2026-01-01" / "00-00-00"
@@ -64,6 +66,7 @@ def test_card_prints_the_measured_figures_and_says_what_is_missing(tmp_path, syn
     assert f"{m['test/ece_uncalibrated']:.3f}" in text and f"{m['folder/acc']:.3f}" in text
     assert f"accuracy {summary['acc']['mean']:.3f} ± {summary['acc']['sd']:.3f}" in text
     assert "measles3" in text  # the missing file, found from the manifest
+    assert "Chickenpox/chickenpox0.png ~ Monkeypox/monkeypox_mislabelled.png: byte-identical" in text
     assert "- `outputs/2026-01-01/00-00-00/metrics.json`" in text  # the files read are listed
     assert "](outputs/2026-01-01/00-00-00/eval/reliability_diagram.png)" in text
 
