@@ -69,7 +69,8 @@ def data_section(report: dict | None, paths: list[str]) -> list[str]:
     gaps = numbering_gaps(paths + [e["path"] for e in report["excluded"]])
     conflict_lines = []
     for g in report["conflicts"]:
-        closest = min(g["pairs"], key=lambda q: (not q["exact"], sum(q.get(k, 0) for k in HASHES)))
+        across = [q for q in g["pairs"] if q["a"].split("/")[0] != q["b"].split("/")[0]] or g["pairs"]
+        closest = min(across, key=lambda q: (not q["exact"], sum(q.get(k, 0) for k in HASHES)))
         how = (
             "byte-identical"
             if closest["exact"]
@@ -112,9 +113,9 @@ def metrics_section(m: dict, names: list[str]) -> list[str]:
         return ["The run has no test metrics: run `make evaluate`.", ""]
     level = round(100 * m.get(f"{p}/ci_level", 0.95))
     lines = [
-        f"Held-out test split, {m[f'{p}/n']} images; {level} % bootstrap intervals in brackets "
-        f"({m.get(f'{p}/bootstrap_resamples')} resamples of {m.get(f'{p}/bootstrap_units')} "
-        f"{bootstrap_units(m, p)}).",
+        f"Held-out test split, {m[f'{p}/n']} images. In brackets, {level} % bootstrap intervals: "
+        f"{m.get(f'{p}/bootstrap_resamples')} resamples of the {m.get(f'{p}/bootstrap_units')} "
+        f"{bootstrap_units(m, p)}.",
         "",
         f"- accuracy {with_ci(m, p, 'acc')}",
         f"- macro-F1 {with_ci(m, p, 'f1_macro')}",
