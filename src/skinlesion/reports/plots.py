@@ -131,7 +131,7 @@ def plot_roc_curves(
             ax.plot([], [], " ", label=f"{name}: no AUC (one class only)")
         else:
             fpr, tpr, area = curve
-            ax.step(fpr, tpr, where="post", label=f"{name}: AUC {area:.3f}")
+            ax.plot(fpr, tpr, label=f"{name}: AUC {area:.3f}")  # linear, as the trapezoidal AUC
     ax.set_xlabel("false-positive rate (1 − specificity)")
     ax.set_ylabel("true-positive rate (sensitivity)")
     ax.set_xlim(-0.01, 1.01)
