@@ -39,7 +39,7 @@ test: $(STAMP)  ## run the test suite
 evaluate-external: $(STAMP)  ## evaluate a checkpoint on the external folder EXTERNAL (domain shift)
 	$(PY) -m skinlesion.evaluate folder=$(EXTERNAL) $(ARGS)
 
-cv: $(STAMP)  ## grouped, stratified 5-fold cross-validation over train+val (default model: ~25 min on 2 cores)
+cv: $(STAMP)  ## grouped, stratified 5-fold cross-validation over train+val (default model: ~25 min on 2 idle cores)
 	$(PY) -m skinlesion.data.prepare
 	$(PY) -m skinlesion.cv $(ARGS)
 
