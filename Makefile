@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 FUZZ_SECONDS ?= 120
 SEARCH ?= optuna
+# Independently collected web images (no Monkeypox class) for measuring domain shift; never trained on.
+EXTERNAL ?= $(abspath ../shared/data/external/health_app_ml)
 
-.PHONY: help install train prepare evaluate ablation notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench test fuzz lint format clean
+.PHONY: help install train prepare evaluate ablation notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench evaluate-external cv test fuzz lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -76,6 +78,12 @@ test: $(STAMP)  ## run the test suite
 
 fuzz: $(STAMP)  ## fuzz the image decoder for FUZZ_SECONDS (default 120); report inputs run and crashes
 	$(PY) -m tests.fuzz_images --seconds $(FUZZ_SECONDS)
+evaluate-external: $(STAMP)  ## evaluate a checkpoint on the external folder EXTERNAL (domain shift)
+	$(PY) -m skinlesion.evaluate folder=$(EXTERNAL) $(ARGS)
+
+cv: $(STAMP)  ## grouped, stratified 5-fold cross-validation over train+val (default model: ~25 min on 2 idle cores)
+	$(PY) -m skinlesion.data.prepare
+	$(PY) -m skinlesion.cv $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check src tests

@@ -1,9 +1,11 @@
 """``python -m skinlesion.evaluate``: score a checkpoint on a split or any class-per-folder folder.
 
 Writes ``metrics.json``, ``classification_report.md``, ``confusion_matrix.png``,
-``misclassified.png``, ``predictions.csv`` and, when the run's CSV log is there,
-``training_curves.png``. ``train`` calls :func:`write_evaluation` on its best checkpoint, so every
-run directory carries the same artefacts in ``<run>/eval/``.
+``misclassified.png``, ``roc_curves.png``, ``reliability_diagram.png``, ``predictions.csv`` and,
+when the run's CSV log is there, ``training_curves.png``. Besides the point scores: bootstrap
+intervals (an image and its duplicates resampled together), Cohen's κ, one-vs-rest ROC AUC, and ECE/NLL/Brier
+before and after temperature scaling. ``train`` calls :func:`write_evaluation` on its best
+checkpoint, so every run directory carries the same artefacts in ``<run>/eval/``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,25 @@ from skinlesion.data.transforms import eval_transforms
 from skinlesion.errors import CheckpointError, DataError
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.paths import CONF_DIR
-from skinlesion.reports.metrics import classification_metrics, confusion_matrix, report_markdown
-from skinlesion.reports.plots import plot_confusion_matrix, plot_misclassified, plot_training_curves
+from skinlesion.reports.calibration import calibration_metrics, reliability_bins, softmax
+from skinlesion.reports.metrics import (
+    DEFAULT_BOOTSTRAP,
+    Bootstrap,
+    abstention_metrics,
+    classification_metrics,
+    confusion_matrix,
+    details_markdown,
+    report_markdown,
+    roc_one_vs_rest,
+    uncertainty_metrics,
+)
+from skinlesion.reports.plots import (
+    plot_confusion_matrix,
+    plot_misclassified,
+    plot_reliability,
+    plot_roc_curves,
+    plot_training_curves,
+)
 from skinlesion.runs import write_json
 
 log = logging.getLogger(__name__)
@@ -65,20 +84,46 @@ def write_evaluation(
     out_dir: Path,
     prefix: str = "test",
     csv_log: Path | None = None,
+    *,
+    logits: np.ndarray | None = None,
+    temperature: float | None = None,
+    abstained: np.ndarray | None = None,
+    bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
+    ece_bins: int = 15,
 ) -> dict:
-    """Metrics and every evaluation artefact for one set of predictions."""
+    """Metrics and every evaluation artefact for one set of predictions.
+
+    ``probs`` are what the model outputs (temperature-scaled); with the raw ``logits`` calibration
+    is also reported before scaling. The bootstrap resamples ``dataset.groups`` when it has them.
+    ``abstained`` (a mask, from :func:`abstention_mask`) adds the abstention figures.
+    """
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot write the evaluation to {out_dir}: {e.strerror or e}") from e
     metrics = classification_metrics(probs, targets, class_names, prefix)
+    metrics |= uncertainty_metrics(probs, targets, class_names, prefix, dataset.groups, bootstrap)
+    metrics |= calibration_metrics(probs, targets, prefix, logits, temperature, ece_bins)
+    if abstained is not None:
+        metrics |= abstention_metrics(probs, targets, abstained, class_names, prefix)
     write_json(out_dir / "metrics.json", metrics)
     title = f"Classification report ({prefix}, {len(targets)} images)"
-    (out_dir / "classification_report.md").write_text(report_markdown(probs, targets, class_names, title))
+    (out_dir / "classification_report.md").write_text(
+        report_markdown(probs, targets, class_names, title)
+        + "\n"
+        + details_markdown(metrics, class_names, prefix)
+    )
     preds = probs.argmax(1)
     cm = confusion_matrix(targets, preds, len(class_names))
     plot_confusion_matrix(cm, class_names, out_dir / "confusion_matrix.png", title=prefix)
+    plot_roc_curves(roc_one_vs_rest(probs, targets), class_names, out_dir / "roc_curves.png", title=prefix)
+    panels = [] if logits is None else [("raw softmax (T = 1)", softmax(logits), "_uncalibrated")]
+    panels.append(("temperature-scaled" if logits is not None else "as output", probs, ""))
+    plot_reliability(
+        [(t, reliability_bins(p, targets, ece_bins), metrics[f"{prefix}/ece{k}"]) for t, p, k in panels],
+        out_dir / "reliability_diagram.png",
+    )
     wrong = np.nonzero(preds != targets)[0]
     wrong = wrong[np.argsort(-probs[wrong, preds[wrong]])]  # most confident mistakes first
     plot_misclassified(
@@ -96,6 +141,30 @@ def write_evaluation(
     if csv_log is not None:
         plot_training_curves(csv_log, out_dir / "training_curves.png")
     return metrics
+
+
+def abstention_mask(model: SkinLesionClassifier, probs: np.ndarray, loader=None) -> np.ndarray | None:
+    """Which images the model declines to answer, by the gates fitted into the checkpoint.
+
+    The same rule as ``inference.decision.decide``: out-of-distribution score above its threshold
+    (computed from ``loader``, the images behind ``probs`` in order), or top probability below the
+    confidence threshold. None when the checkpoint has no fitted gate (no abstention figures).
+    """
+    from skinlesion.models.inference import collect_outputs, ood_score, thresholds_of  # imports us
+
+    gates = thresholds_of(model)
+    if gates.confidence is None and gates.ood_score is None:
+        return None
+    abstained = np.zeros(len(probs), dtype=bool)
+    if gates.ood_score is not None:
+        if loader is None:
+            raise ValueError("the out-of-distribution gate needs the images (loader=...)")
+        device = model.temperature.device
+        taps = [t.to(device) for t in collect_outputs(model, loader)["taps"]]
+        abstained |= ood_score(model, taps).cpu().numpy() > gates.ood_score
+    if gates.confidence is not None:
+        abstained |= np.asarray(probs).max(1) < gates.confidence
+    return abstained
 
 
 def check_manifest(model: SkinLesionClassifier, manifest: Path) -> None:
@@ -169,15 +238,37 @@ def evaluate(cfg: DictConfig) -> dict:
     probs, targets = test_predictions(model, dataset, cfg.batch_size, cfg.accelerator)
     csv_log = run_dir / "csv" / "metrics.csv"
     metrics = write_evaluation(
-        probs, targets, dataset, model.class_names, out_dir, prefix, csv_log if csv_log.is_file() else None
+        probs,
+        targets,
+        dataset,
+        model.class_names,
+        out_dir,
+        prefix,
+        csv_log if csv_log.is_file() else None,
+        logits=model.test_outputs["logits"].numpy(),
+        temperature=float(model.temperature),
+        abstained=abstention_mask(model, probs, DataLoader(dataset, batch_size=cfg.batch_size)),
+        bootstrap=Bootstrap(**cfg.bootstrap),
+        ece_bins=cfg.ece_bins,
     )
     if excluded:
         write_json(out_dir / "excluded.json", excluded)
         log.warning("%d files left out (listed in %s)", len(excluded), out_dir / "excluded.json")
     log.info("evaluation of %s on %s written to %s", ckpt, name, out_dir)
-    keys = [f"{prefix}/acc", f"{prefix}/f1_macro", f"{prefix}/precision_macro", f"{prefix}/recall_macro"]
-    print("  ".join(f"{k}={metrics[k]:.4f}" for k in keys))
+    print(summary_line(metrics, prefix))
     return metrics
+
+
+def summary_line(metrics: dict, prefix: str) -> str:
+    """The headline figures on one line, intervals in brackets."""
+    parts = []
+    for key in ("acc", "f1_macro", "kappa", "auc_macro", "ece", "abstention_rate", "acc_non_abstained"):
+        value, ci = metrics.get(f"{prefix}/{key}"), metrics.get(f"{prefix}/{key}_ci")
+        if value is None:
+            continue
+        bounds = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
+        parts.append(f"{prefix}/{key}={value:.4f}{bounds}")
+    return "  ".join(parts)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")

@@ -30,7 +30,7 @@ from skinlesion.devices import (
     trainer_kwargs,
 )
 from skinlesion.errors import CheckpointError
-from skinlesion.evaluate import write_evaluation
+from skinlesion.evaluate import abstention_mask, write_evaluation
 from skinlesion.models.abstention import AbstainParams
 from skinlesion.models.backbones import get_backbone
 from skinlesion.models.calibration import calibrate_checkpoint, load_weights
@@ -175,9 +175,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> float:
             run_dir / "eval",
             "test",
             csv_log if csv_log.is_file() else None,
+            logits=outputs["logits"].numpy(),
+            temperature=float(model.temperature),
+            abstained=abstention_mask(model, outputs["probs"].numpy(), dm.eval_loader("test")),
         )
     write_json(run_dir / "metrics.json", summary)
-    link_latest(Path(cfg.paths.output_root), run_dir)
+    if cfg.get("link_latest", True):
+        link_latest(Path(cfg.paths.output_root), run_dir)
     keys = ("val/f1_macro_best", "test/acc", "test/f1_macro")
     log.info("run %s: %s", run_dir, "  ".join(f"{k}={summary[k]:.4f}" for k in keys if k in summary))
     return objective

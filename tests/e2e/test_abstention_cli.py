@@ -45,3 +45,25 @@ def test_refit_then_measure(real_deployed, tmp_path):
     by_name = {r["file"]: r for r in nonskin}
     for name in ("synthetic/blank_white", "synthetic/document_text", "skimage/page.png"):  # far from skin
         assert by_name[name]["reason"] == "out_of_distribution", by_name[name]
+
+
+def test_evaluate_abstains_exactly_where_the_predictor_does(deployed, tmp_path):
+    """make evaluate's abstention figures apply the deployed gates, image by image."""
+    from skinlesion.data.datamodule import folder_items
+    from skinlesion.evaluate import evaluate
+    from skinlesion.inference.runtime import Predictor
+    from skinlesion.models.inference import TorchBackend
+
+    run = tmp_path / "run"  # a copy: the session's model keeps its thresholds
+    shutil.copytree(deployed.ckpt.parent.parent, run, ignore=shutil.ignore_patterns("export"))
+    ckpt = run / "checkpoints" / "best.ckpt"
+    calibrate(compose_task("calibrate", [f"ckpt_path={ckpt}", "abstain.ood_reject=0.3"]))
+    model = load_classifier(ckpt)
+    overrides = [f"ckpt_path={ckpt}", f"folder={deployed.data}", f"output_dir={tmp_path / 'eval'}"]
+    metrics = evaluate(compose_task("evaluate", overrides))
+    predictor = Predictor(TorchBackend(model))
+    items, _ = folder_items(deployed.data, model.class_names)
+    decided = [predictor.predict_file(deployed.data / path).abstained for path, _ in items]
+    assert 0 < sum(decided) < len(decided)  # ood_reject=0.3 turns some images away, not all
+    assert metrics["folder/n_abstained"] == sum(decided)
+    assert metrics["folder/abstention_rate"] == pytest.approx(sum(decided) / len(decided))

@@ -22,6 +22,8 @@ ARTEFACTS = [
     "confusion_matrix.png",
     "misclassified.png",
     "predictions.csv",
+    "roc_curves.png",
+    "reliability_diagram.png",
     "training_curves.png",
 ]
 FAST = [
@@ -55,8 +57,16 @@ def test_fit_on_real_slice_writes_the_run_and_evaluate_rewrites_it(tmp_path, com
         "test/precision_macro",
         "test/recall_macro",
         *(f"test/{m}/{c}" for m in ("precision", "recall", "f1") for c in CLASSES),
+        "test/ece",
+        "test/ece_uncalibrated",
     ):
         assert 0.0 <= metrics[key] <= 1.0, key
+    for key in ("test/acc", "test/f1_macro", "test/kappa"):
+        low, high = metrics[f"{key}_ci"]
+        assert low <= metrics[key] <= high, key
+    # the manifest's groups (an image with its duplicates) are the bootstrap's unit
+    assert metrics["test/bootstrap_unit"] == "group" and metrics["test/bootstrap_units"] <= 12
+    assert metrics["test/temperature"] == pytest.approx(metrics["calibration/temperature"])
     assert objective == pytest.approx(metrics["val/f1_macro_best"])
     assert (run / "checkpoints/best.ckpt").is_file() and (run / "checkpoints/last.ckpt").is_file()
     assert all((run / "eval" / a).stat().st_size > 0 for a in ARTEFACTS)
@@ -69,7 +79,8 @@ def test_fit_on_real_slice_writes_the_run_and_evaluate_rewrites_it(tmp_path, com
     # standalone evaluate on the default (latest) checkpoint, then on val into another folder
     eval_cfg = compose_cfg(config_name="evaluate")
     again = evaluate(eval_cfg)
-    assert again["test/f1_macro"] == pytest.approx(metrics["test/f1_macro"])
+    for key in ("test/f1_macro", "test/acc_ci", "test/kappa", "test/auc_macro", "test/ece_uncalibrated"):
+        assert again[key] == pytest.approx(metrics[key]), key
     val = evaluate(compose_cfg("split=val", f"output_dir={tmp_path / 'val_eval'}", config_name="evaluate"))
     assert val["val/n"] > 0 and all((tmp_path / "val_eval" / a).is_file() for a in ARTEFACTS[:5])
 
@@ -89,6 +100,7 @@ def test_evaluate_on_a_class_folder_with_missing_classes_and_a_bad_file(tmp_path
     m = evaluate(compose_cfg(f"folder={folder}", f"output_dir={out}", config_name="evaluate"))
     assert m["folder/n"] == 6
     assert m["folder/support/Monkeypox"] == 0
+    assert m["folder/auc/Monkeypox"] is None and m["folder/bootstrap_unit"] == "image"
     excluded = json.loads((out / "excluded.json").read_text())
     assert {e["path"] for e in excluded} == {"Normal/broken.png", "Unrelated"}
     assert "absent from the targets" in (out / "classification_report.md").read_text()

@@ -21,6 +21,7 @@ from skinlesion.data.images import load_image, printable
 from skinlesion.data.prepare import (
     PrepareParams,
     ensure_prepared,
+    fold_rows,
     iter_class_files,
     read_manifest,
 )
@@ -47,7 +48,11 @@ def to_uint8_tensor(image: Image.Image, max_side: int | None = None) -> torch.Te
 
 
 class ImageListDataset(Dataset):
-    """(relative path, label index) items under a root, decoded by the project's one decoder."""
+    """(relative path, label index) items under a root, decoded by the project's one decoder.
+
+    ``groups`` (duplicate-group id per item, from the manifest) lets evaluation resample whole
+    groups; None for ad-hoc folders, where every image is its own unit.
+    """
 
     def __init__(
         self,
@@ -56,9 +61,11 @@ class ImageListDataset(Dataset):
         transform,
         cache: bool = True,
         max_side: int | None = None,
+        groups: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
         self.items = list(items)
+        self.groups = list(groups) if groups is not None else None
         self.transform = transform
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
         self.max_side = max_side
@@ -90,11 +97,13 @@ class ImageListDataset(Dataset):
         for i, item in enumerate(self.items):
             try:
                 self.raw(i)
-                keep.append(item)
+                keep.append(i)
             except ImageDecodeError as e:
                 dropped.append({"path": item[0], "reason": str(e)})
         if dropped:
-            self.items = keep
+            self.items = [self.items[i] for i in keep]
+            if self.groups is not None:
+                self.groups = [self.groups[i] for i in keep]
             if self.cache is not None:
                 self.cache.clear()
         return dropped
@@ -133,6 +142,8 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
 
     ``prepare_data`` runs the preparation when the manifest is missing or the data changed, so
     ``python -m skinlesion.train`` works on its own; ``make train`` runs it explicitly first.
+    With ``fold=k`` the manifest's train + val rows are re-split into ``n_folds`` grouped,
+    stratified folds (``prepare.fold_rows``) and fold k is val; test stays as it is.
     """
 
     def __init__(
@@ -154,6 +165,8 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
         cache_images: bool = True,
         download: bool = False,
         seed: int = 42,
+        fold: int | None = None,
+        n_folds: int = 5,
     ) -> None:
         super().__init__()
         if balance not in BALANCE_MODES:
@@ -192,18 +205,27 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
         if self.datasets:
             return
         rows = read_manifest(self.manifest_path)
+        if self.hparams.fold is not None:
+            rows = fold_rows(rows, self.hparams.fold, self.hparams.n_folds, self.params.split.seed)
         self.class_names = list(self.report["class_names"])
         index = {c: i for i, c in enumerate(self.class_names)}
         size, mean, std = self.hparams.image_size, self.hparams.mean, self.hparams.std
         max_side = 2 * size
         for split in ("train", "val", "test"):
-            items = [(r["path"], index[r["label"]]) for r in rows if r["split"] == split]
+            chosen = [r for r in rows if r["split"] == split]
+            items = [(r["path"], index[r["label"]]) for r in chosen]
             tf = (
                 train_transforms(size, mean, std, self.augment)
                 if split == "train"
                 else eval_transforms(size, mean, std)
             )
-            self.datasets[split] = ImageListDataset(self.root, items, tf, self.hparams.cache_images, max_side)
+            self.datasets[split] = ImageListDataset(
+                self.root, items, tf, self.hparams.cache_images, max_side, [r["group"] for r in chosen]
+            )
+        if self.hparams.fold is not None and not self.datasets["val"].items:
+            raise DataError(
+                f"fold {self.hparams.fold} of {self.hparams.n_folds} has no images; use fewer folds"
+            )
         self.manifest_rows = rows
 
     def split_rows(self, split: str) -> list[dict[str, str]]:

@@ -279,35 +279,80 @@ def group_records(records: list[ImageRecord], pairs: list[dict]) -> list[str]:
 # Splitting
 
 
+def allocate_groups(labels: dict[str, list[str]], fractions: dict, seed: int) -> tuple[dict, list[str]]:
+    """Stratified, grouped allocation of whole groups to bins (splits or folds) by target fraction.
+
+    ``labels`` maps each group to its members' labels. Per class, the groups are shuffled and each
+    goes to the bin furthest below its target share of that class's images (ties: the first bin in
+    ``fractions``), so every bin gets its share of every class and no group is ever cut. Groups
+    carrying two labels get no bin; they come back, sorted, as the second value.
+    """
+    by_class: dict[str, list[str]] = defaultdict(list)
+    conflicts = []
+    for g in sorted(labels):
+        distinct = set(labels[g])
+        if len(distinct) > 1:
+            conflicts.append(g)
+        else:
+            by_class[distinct.pop()].append(g)
+    rng = random.Random(seed)
+    mapping: dict = {}
+    for label in sorted(by_class):
+        gs = by_class[label]
+        rng.shuffle(gs)
+        total = sum(len(labels[g]) for g in gs)
+        count = dict.fromkeys(fractions, 0)
+        for g in gs:
+            chosen = max(fractions, key=lambda b: fractions[b] * total - count[b])
+            mapping[g] = chosen
+            count[chosen] += len(labels[g])
+    return mapping, conflicts
+
+
 def assign_splits(
     records: list[ImageRecord], groups: list[str], params: PrepareParams
 ) -> tuple[dict[str, str], list[str]]:
     """Map group -> split, stratified by class and grouped; returns (mapping, conflict groups)."""
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        members[g].append(i)
-    labels = {g: sorted({records[i].label for i in idx}) for g, idx in members.items()}
-    conflicts = sorted(g for g, ls in labels.items() if len(ls) > 1)
+    labels: dict[str, list[str]] = defaultdict(list)
+    for r, g in zip(records, groups, strict=True):
+        labels[g].append(r.label)
     fractions = {"train": params.split.train, "val": params.split.val, "test": params.split.test}
-    rng = random.Random(params.split.seed)
-    mapping: dict[str, str] = {}
+    mapping, conflicts = allocate_groups(labels, fractions, params.split.seed)
     for g in conflicts:
         mapping[g] = "train" if params.conflicts == "train" else "excluded"
-    by_class: dict[str, list[str]] = defaultdict(list)
-    for g in sorted(members):
-        if g not in mapping:
-            by_class[labels[g][0]].append(g)
-    for label in sorted(by_class):
-        gs = by_class[label]
-        rng.shuffle(gs)
-        total = sum(len(members[g]) for g in gs)
-        count = dict.fromkeys(SPLITS, 0)
-        for g in gs:
-            # the split furthest below its target takes the next group (ties: train, val, test)
-            split = max(SPLITS, key=lambda s: fractions[s] * total - count[s])
-            mapping[g] = split
-            count[split] += len(members[g])
     return mapping, conflicts
+
+
+def assign_folds(rows: list[dict[str, str]], n_folds: int, seed: int) -> dict[str, int | None]:
+    """Group -> fold for cross-validation over the given manifest rows, by the split's rules.
+
+    Stratified by class and grouped like :func:`assign_splits`; a label-conflict group gets no fold
+    (None): it is only ever in the training part.
+    """
+    if n_folds < 2:
+        raise DataError(f"cross-validation needs at least 2 folds, got n_folds={n_folds}")
+    labels: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        labels[r["group"]].append(r["label"])
+    mapping, conflicts = allocate_groups(labels, dict.fromkeys(range(n_folds), 1 / n_folds), seed)
+    return mapping | dict.fromkeys(conflicts)
+
+
+def fold_rows(rows: list[dict[str, str]], fold: int, n_folds: int, seed: int) -> list[dict[str, str]]:
+    """The manifest with train + val re-split for one fold: that fold's groups are val, the rest train.
+
+    The test rows (and excluded ones) are left as they are: cross-validation never touches them.
+    """
+    if not 0 <= fold < n_folds:
+        raise DataError(f"fold must be in 0..{n_folds - 1} for n_folds={n_folds}, got {fold}")
+    pool = [r for r in rows if r["split"] in ("train", "val")]
+    folds = assign_folds(pool, n_folds, seed)
+    out = []
+    for r in rows:
+        if r["split"] in ("train", "val"):
+            r = r | {"split": "val" if folds[r["group"]] == fold else "train"}
+        out.append(r)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -122,3 +122,73 @@ def plot_training_curves(csv_path: Path, path: Path) -> Path | None:
         if ax.lines:
             ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_roc_curves(
+    curves: Sequence[tuple[np.ndarray, np.ndarray, float] | None],
+    class_names: Sequence[str],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """One-vs-rest ROC curve per class with its AUC; classes without positives or negatives are named."""
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+    for name, curve in zip(class_names, curves, strict=True):
+        if curve is None:
+            ax.plot([], [], " ", label=f"{name}: no AUC (one class only)")
+        else:
+            fpr, tpr, area = curve
+            ax.plot(fpr, tpr, label=f"{name}: AUC {area:.3f}")  # linear, as the trapezoidal AUC
+    ax.set_xlabel("false-positive rate (1 − specificity)")
+    ax.set_ylabel("true-positive rate (sensitivity)")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_title(f"{title} one-vs-rest ROC".strip())
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_reliability(panels: Sequence[tuple[str, dict[str, np.ndarray], float]], path: Path) -> Path:
+    """Reliability diagrams side by side, e.g. before and after temperature scaling.
+
+    Each panel is (title, :func:`skinlesion.reports.calibration.reliability_bins`, ECE): bars are the
+    accuracy in each confidence bin, red lines its mean confidence (a bar below its line means
+    over-confidence), the diagonal is perfect calibration, the numbers are images per bin.
+    """
+    fig = Figure(figsize=(5 * len(panels), 4.8))
+    for ax, (title, bins, ece) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        filled = bins["count"] > 0
+        x, w = bins["edges"][:-1][filled], np.diff(bins["edges"])[filled]
+        acc, conf, n = bins["accuracy"][filled], bins["confidence"][filled], bins["count"][filled]
+        ax.bar(x, acc, w, align="edge", alpha=0.8, edgecolor="black", label="accuracy in the bin")
+        ax.hlines(conf, x, x + w, color="red", lw=2, label="mean confidence in the bin")
+        for lo, width, count in zip(x, w, n, strict=True):
+            ax.text(lo + width / 2, 0.02, str(int(count)), ha="center", fontsize=7)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top-1 probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}\nECE {ece:.3f}, {int(n.sum())} images")
+        ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)
+
+
+def plot_cv_folds(folds: Sequence[dict], metrics: Sequence[str], path: Path, title: str = "") -> Path:
+    """Every fold's score per metric (one colour per fold) beside the mean ± sd over the folds."""
+    fig = Figure(figsize=(1.3 * len(metrics) + 2, 4.5))
+    ax = fig.subplots()
+    values = np.array([[f[m] for m in metrics] for f in folds], dtype=float)
+    x = np.arange(len(metrics))
+    for i, (f, row) in enumerate(zip(folds, values, strict=True)):
+        offset = (i - (len(folds) - 1) / 2) * 0.06
+        ax.scatter(x - 0.15 + offset, row, s=18, label=f"fold {f['fold']}")
+    sd = values.std(0, ddof=1) if len(folds) > 1 else np.zeros(len(metrics))
+    ax.errorbar(x + 0.2, values.mean(0), yerr=sd, fmt="D", color="black", capsize=4, label="mean ± sd")
+    ax.set_xticks(x, [m.replace("recall/", "recall\n") for m in metrics])
+    ax.set_ylim(max(0.0, np.nanmin(values) - 0.1), 1.01)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left", ncol=2)
+    return _save(fig, path)

@@ -1,0 +1,57 @@
+"""Cross-validation end to end on the real-data slice: fold runs, report, resume, test untouched."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skinlesion.cv import cross_validate
+from skinlesion.data.prepare import read_manifest
+from tests.integration.test_train_evaluate import FAST, run_cli
+
+
+def val_paths(fold_dir: Path) -> set[str]:
+    with open(fold_dir / "eval-val" / "predictions.csv", newline="") as fh:
+        return {row["path"] for row in csv.DictReader(fh)}
+
+
+@pytest.mark.integration
+def test_cv_on_real_slice(tmp_path, compose_cfg, real_slice):
+    cfg = compose_cfg(f"data.root={real_slice}", *FAST, "trainer.max_epochs=1", "n_folds=3", config_name="cv")
+    report = cross_validate(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert [f["fold"] for f in report["folds"]] == [0, 1, 2]
+    for name in ("acc", "f1_macro", "recall/Measles"):
+        values = [f[name] for f in report["folds"]]
+        assert report["summary"][name]["mean"] == pytest.approx(np.mean(values))
+        assert report["summary"][name]["sd"] == pytest.approx(np.std(values, ddof=1))
+    for a in ("cv_report.md", "cv_report.json", "cv_folds.png", "oof/confusion_matrix.png"):
+        assert (out / a).stat().st_size > 0, a
+    assert "± " in (out / "cv_report.md").read_text()
+
+    # every train+val image is scored in exactly one fold; no test image ever is
+    manifest = read_manifest(next((tmp_path / "outputs" / "prepared").glob("*/manifest.csv")))
+    folds = [val_paths(out / f"fold{k}") for k in range(3)]
+    assert sum(map(len, folds)) == len(set().union(*folds)) == report["n_images"]
+    pool = {r["path"] for r in manifest if r["split"] in ("train", "val")}
+    assert set().union(*folds) <= pool and report["n_images"] + report["n_conflict_images"] == len(pool)
+    assert all(Path(c).is_file() for c in report["checkpoints"])  # kept for a fold ensemble
+    assert not (tmp_path / "outputs" / "latest").exists()
+
+    # a second call resumes: finished folds are not trained again, an interrupted one (no
+    # metrics.json yet) goes on from its last.ckpt and keeps its best.ckpt name
+    stamps = [Path(c).stat().st_mtime_ns for c in report["checkpoints"]]
+    (out / "fold1" / "metrics.json").unlink()
+    again = cross_validate(cfg)
+    assert [Path(c).stat().st_mtime_ns for c in again["checkpoints"]][::2] == stamps[::2]
+    assert (out / "fold1" / "metrics.json").is_file()
+    assert sorted(p.name for p in (out / "fold1" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert again["summary"] == report["summary"]
+    assert json.loads((out / "cv_report.json").read_text())["oof"]["n"] == report["n_images"]
+
+
+def test_cv_cli_rejects_too_few_folds(tmp_path):
+    r = run_cli("skinlesion.cv", "n_folds=1", f"paths.output_root={tmp_path}")
+    assert r.returncode == 2 and "n_folds >= 2" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,85 @@
+"""The model card: every figure it prints comes from the run's files; missing parts say so."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from skinlesion.data.datamodule import ImageListDataset
+from skinlesion.data.prepare import PrepareParams, prepare, prepared_dir, read_manifest
+from skinlesion.errors import DataError
+from skinlesion.evaluate import write_evaluation
+from skinlesion.model_card import model_card, numbering_gaps
+from skinlesion.reports.cv import summarise_folds
+from skinlesion.reports.metrics import fmt_ci
+from skinlesion.runs import provenance, write_json
+from tests.conftest import CLASSES
+from tests.unit.test_metrics import random_predictions
+from tests.unit.test_prepare import add_duplicates
+
+
+def fake_run(tmp_path: Path, root: Path, compose_cfg) -> tuple[Path, dict]:
+    """A run directory as train writes it, from a real preparation and synthetic predictions."""
+    (root / "Measles" / "measles3.png").unlink()  # a gap in the numbering, like normal104 in MSID
+    add_duplicates(root)  # one of them an exact copy under another label
+    params = PrepareParams.from_config(CLASSES, None, None, "train")
+    report = prepare(root, prepared_dir(tmp_path / "outputs" / "prepared", root, params), params)
+    run = tmp_path / "outputs" / "2026-01-01" / "00-00-00"
+    rows = read_manifest(prepared_dir(tmp_path / "outputs" / "prepared", root, params) / "manifest.csv")
+    test = [r for r in rows if r["split"] != "excluded"]
+    dataset = ImageListDataset(root, [(r["path"], CLASSES.index(r["label"])) for r in test], None)
+    probs, targets = random_predictions(0, len(test))
+    targets = np.array([label for _, label in dataset.items])
+    metrics = write_evaluation(probs, targets, dataset, CLASSES, run / "eval", "test", logits=np.log(probs))
+    metrics |= {"data_manifest_sha256": report["manifest_sha256"], "epochs": 3, "val/f1_macro_best": 0.5}
+    write_json(run / "metrics.json", metrics)
+    write_json(run / "run_info.json", provenance(report["manifest_sha256"]))
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose_cfg("model=simple_cnn")))
+    ext = write_evaluation(
+        probs[:20],
+        targets[:20],
+        ImageListDataset(root, dataset.items[:20], None),
+        CLASSES,
+        run / "eval-health_app_ml",
+        "folder",
+    )
+    return run, metrics | ext
+
+
+def test_card_prints_the_measured_figures_and_says_what_is_missing(tmp_path, synthetic_root, compose_cfg):
+    run, m = fake_run(tmp_path, synthetic_root, compose_cfg)
+    card = compose_cfg(f"run_dir={run}", f"output={tmp_path / 'MODEL_CARD.md'}", config_name="model_card")
+    assert "run `make cv`" in model_card(card).read_text()
+
+    folds = [
+        {"acc": a, "f1_macro": a - 0.1, "kappa": a - 0.2, **{f"recall/{c}": a for c in CLASSES}}
+        for a in (0.8, 0.9, 0.85)
+    ]
+    summary = summarise_folds(folds, CLASSES)
+    cv = {"model": "simple_cnn", "n_folds": 3, "folds": folds, "n_images": 40, "summary": summary}
+    write_json(tmp_path / "outputs/cv/d/t/cv_report.json", cv | {"class_names": CLASSES, "command": "c"})
+    text = model_card(card).read_text()
+    assert "Not a medical device" in text
+    assert f"accuracy {m['test/acc']:.3f} ({fmt_ci(m['test/acc_ci'])})" in text
+    assert f"{m['test/ece_uncalibrated']:.3f}" in text and f"{m['folder/acc']:.3f}" in text
+    assert f"accuracy {summary['acc']['mean']:.3f} ± {summary['acc']['sd']:.3f}" in text
+    assert "measles3" in text  # the missing file, found from the manifest
+    assert "Chickenpox/chickenpox0.png ~ Monkeypox/monkeypox_mislabelled.png: byte-identical" in text
+    assert "- `outputs/2026-01-01/00-00-00/metrics.json`" in text  # the files read are listed
+    assert "](outputs/2026-01-01/00-00-00/eval/reliability_diagram.png)" in text
+
+    (run / "eval-health_app_ml" / "metrics.json").unlink()
+    assert "`make evaluate-external`" in model_card(card).read_text()
+    with pytest.raises(DataError, match=r"no metrics\.json"):
+        model_card(compose_cfg(f"run_dir={tmp_path}", config_name="model_card"))
+
+
+def test_numbering_gaps():
+    assert numbering_gaps(["N/normal1.png", "N/normal4.png", "C/chickenpox2.jpg", "C/x.png"]) == [
+        "chickenpox1",
+        "normal2",
+        "normal3",
+    ]
+    assert numbering_gaps([]) == []
