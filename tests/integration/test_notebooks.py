@@ -57,4 +57,6 @@ def test_results_runs_on_a_fresh_run(tmp_path, monkeypatch, compose_cfg, real_sl
     monkeypatch.setenv("SKINLESION_RUN", cfg.paths.output_dir)
     monkeypatch.setenv("SKINLESION_OUTPUTS", str(tmp_path / "outputs"))
     nb = execute(NOTEBOOKS[1])
-    assert figures(nb) >= 3  # curves, confusion matrix, misclassified grid
+    assert figures(nb) >= 4  # curves, confusion matrix, misclassified grid, class activation maps
+    cam = next(c for c in nb.cells if c.cell_type == "code" and "explain=True" in c.source)
+    assert any("image/png" in o.get("data", {}) for o in cam.outputs), cam.outputs
