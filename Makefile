@@ -27,9 +27,12 @@ install: $(STAMP)  ## create .venv and install the project from its own files
 prepare: $(STAMP)  ## scan, hash, group and split the data; write manifest + report
 	$(PY) -m skinlesion.data.prepare $(ARGS)
 
-train: $(STAMP)  ## prepare the data, train the default experiment, evaluate its best checkpoint
+train: $(STAMP)  ## prepare the data, train the default experiment, evaluate it (test split, external set), model card
 	$(PY) -m skinlesion.data.prepare
 	$(PY) -m skinlesion.train $(ARGS)
+	if [ -d "$(EXTERNAL)" ]; then $(PY) -m skinlesion.evaluate folder=$(EXTERNAL); \
+	else echo "no external set at $(EXTERNAL): domain shift not measured"; fi
+	$(PY) -m skinlesion.model_card
 
 evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) on the test split
 	$(PY) -m skinlesion.evaluate $(ARGS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,13 +21,13 @@ import hydra
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from torch.utils.data import DataLoader
 
 from skinlesion.cli import run_task
 from skinlesion.data.datamodule import ImageListDataset, SkinLesionDataModule, folder_items
 from skinlesion.data.transforms import eval_transforms
-from skinlesion.errors import CheckpointError, DataError
+from skinlesion.errors import CheckpointError, ConfigError, DataError
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.paths import CONF_DIR
 from skinlesion.reports.calibration import calibration_metrics, reliability_bins, softmax
@@ -212,9 +213,34 @@ def default_checkpoint(cfg: DictConfig) -> Path:
     return ckpt
 
 
+def ensemble_members(cfg: DictConfig) -> list[Path] | None:
+    """The checkpoints of an ensemble: ``ckpt_path=[a.ckpt,b.ckpt,...]`` or a CV directory (its folds'
+    best checkpoints, from ``cv_report.json``); None for a single checkpoint."""
+    spec = cfg.ckpt_path
+    if isinstance(spec, ListConfig | list):
+        members = [Path(p) for p in spec]
+    elif spec and (Path(spec) / "cv_report.json").is_file():
+        members = [Path(p) for p in json.loads((Path(spec) / "cv_report.json").read_text())["checkpoints"]]
+    else:
+        return None
+    if not members:
+        raise ConfigError("ckpt_path=[] names no checkpoint")
+    return members
+
+
+def ensemble_predictions(models: list[SkinLesionClassifier], dataset, cfg: DictConfig) -> np.ndarray:
+    """Mean of the members' calibrated probabilities (each with its own temperature and TTA)."""
+    names = models[0].class_names
+    if any(m.class_names != names or m.preprocessing != models[0].preprocessing for m in models):
+        raise CheckpointError("ensemble members must share class names and preprocessing")
+    return np.mean([test_predictions(m, dataset, cfg.batch_size, cfg.accelerator)[0] for m in models], axis=0)
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    ckpt = default_checkpoint(cfg)
-    model = load_classifier(ckpt)
+    members = ensemble_members(cfg)
+    ckpt = members[0] if members else default_checkpoint(cfg)
+    models = [load_classifier(c) for c in members] if members else [load_classifier(ckpt)]
+    model = models[0]
     run_dir = run_dir_of(ckpt)
     if cfg.folder:
         folder = Path(cfg.folder)
@@ -232,11 +258,24 @@ def evaluate(cfg: DictConfig) -> dict:
         dataset, excluded, prefix, name = dm.datasets[cfg.split], [], cfg.split, cfg.split
     if len(dataset) == 0:
         raise DataError(f"nothing to evaluate: no readable images in {cfg.folder or cfg.split}")
-    out_dir = (
-        Path(cfg.output_dir) if cfg.output_dir else run_dir / ("eval" if name == "test" else f"eval-{name}")
-    )
-    probs, targets = test_predictions(model, dataset, cfg.batch_size, cfg.accelerator)
+    if members:  # beside the members' runs (a CV directory): ensemble-eval[-<split or folder>]
+        default_out = run_dir.parent / ("ensemble-eval" if name == "test" else f"ensemble-eval-{name}")
+    else:
+        default_out = run_dir / ("eval" if name == "test" else f"eval-{name}")
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else default_out
     csv_log = run_dir / "csv" / "metrics.csv"
+    if members:
+        probs = ensemble_predictions(models, dataset, cfg)
+        targets = np.asarray([label for _, label in dataset.items])
+        extra = {}  # calibration of the mean as output; abstention gates are per member
+    else:
+        probs, targets = test_predictions(model, dataset, cfg.batch_size, cfg.accelerator)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size)
+        extra = {
+            "logits": model.test_outputs["logits"].numpy(),
+            "temperature": float(model.temperature),
+            "abstained": abstention_mask(model, probs, loader),
+        }
     metrics = write_evaluation(
         probs,
         targets,
@@ -244,17 +283,19 @@ def evaluate(cfg: DictConfig) -> dict:
         model.class_names,
         out_dir,
         prefix,
-        csv_log if csv_log.is_file() else None,
-        logits=model.test_outputs["logits"].numpy(),
-        temperature=float(model.temperature),
-        abstained=abstention_mask(model, probs, DataLoader(dataset, batch_size=cfg.batch_size)),
+        csv_log if csv_log.is_file() and not members else None,
         bootstrap=Bootstrap(**cfg.bootstrap),
         ece_bins=cfg.ece_bins,
+        **extra,
     )
+    if members:
+        metrics[f"{prefix}/ensemble_members"] = [str(c) for c in members]
+        write_json(out_dir / "metrics.json", metrics)
     if excluded:
         write_json(out_dir / "excluded.json", excluded)
         log.warning("%d files left out (listed in %s)", len(excluded), out_dir / "excluded.json")
-    log.info("evaluation of %s on %s written to %s", ckpt, name, out_dir)
+    what = f"an ensemble of {len(members)} checkpoints" if members else str(ckpt)
+    log.info("evaluation of %s on %s written to %s", what, name, out_dir)
     print(summary_line(metrics, prefix))
     return metrics
 

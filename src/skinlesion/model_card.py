@@ -111,6 +111,11 @@ def metrics_section(m: dict, names: list[str]) -> list[str]:
     p = "test"
     if f"{p}/acc" not in m:
         return ["The run has no test metrics: run `make evaluate`.", ""]
+    if f"{p}/bootstrap_unit" not in m:
+        return [
+            "The test metrics predate the intervals: run `make evaluate ARGS=ckpt_path=<its best.ckpt>`.",
+            "",
+        ]
     level = round(100 * m.get(f"{p}/ci_level", 0.95))
     lines = [
         f"Held-out test split, {m[f'{p}/n']} images. In brackets, {level} % bootstrap intervals: "

@@ -9,7 +9,15 @@ import pytest
 
 from skinlesion.cv import cross_validate
 from skinlesion.data.prepare import read_manifest
+from skinlesion.evaluate import evaluate
 from tests.integration.test_train_evaluate import FAST, run_cli
+
+
+def probabilities(predictions: Path) -> np.ndarray:
+    with open(predictions, newline="") as fh:
+        return np.array(
+            [[float(v) for k, v in row.items() if k.startswith("p_")] for row in csv.DictReader(fh)]
+        )
 
 
 def val_paths(fold_dir: Path) -> set[str]:
@@ -50,6 +58,19 @@ def test_cv_on_real_slice(tmp_path, compose_cfg, real_slice):
     assert sorted(p.name for p in (out / "fold1" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert again["summary"] == report["summary"]
     assert json.loads((out / "cv_report.json").read_text())["oof"]["n"] == report["n_images"]
+
+    # the fold ensemble on the test split: the mean of the members' probabilities, image by image
+    ens = evaluate(compose_cfg(f"ckpt_path={out}", config_name="evaluate"))
+    assert ens["test/ensemble_members"] == report["checkpoints"]
+    members = []
+    for k, ckpt in enumerate(report["checkpoints"]):
+        evaluate(
+            compose_cfg(f"ckpt_path={ckpt}", f"output_dir={tmp_path / f'member{k}'}", config_name="evaluate")
+        )
+        members.append(probabilities(tmp_path / f"member{k}" / "predictions.csv"))
+    assert np.allclose(
+        probabilities(out / "ensemble-eval" / "predictions.csv"), np.mean(members, axis=0), atol=2e-6
+    )
 
 
 def test_cv_cli_rejects_too_few_folds(tmp_path):
