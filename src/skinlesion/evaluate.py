@@ -228,18 +228,18 @@ def ensemble_members(cfg: DictConfig) -> list[Path] | None:
     return members
 
 
-def ensemble_predictions(models: list[SkinLesionClassifier], dataset, cfg: DictConfig) -> np.ndarray:
-    """Mean of the members' calibrated probabilities (each with its own temperature and TTA)."""
-    names = models[0].class_names
-    if any(m.class_names != names or m.preprocessing != models[0].preprocessing for m in models):
+def check_ensemble(models: list[SkinLesionClassifier]) -> None:
+    """Members must answer the same question from the same input."""
+    first = models[0]
+    if any(m.class_names != first.class_names or m.preprocessing != first.preprocessing for m in models):
         raise CheckpointError("ensemble members must share class names and preprocessing")
-    return np.mean([test_predictions(m, dataset, cfg.batch_size, cfg.accelerator)[0] for m in models], axis=0)
 
 
 def evaluate(cfg: DictConfig) -> dict:
     members = ensemble_members(cfg)
     ckpt = members[0] if members else default_checkpoint(cfg)
     models = [load_classifier(c) for c in members] if members else [load_classifier(ckpt)]
+    check_ensemble(models)
     model = models[0]
     run_dir = run_dir_of(ckpt)
     if cfg.folder:
@@ -264,12 +264,12 @@ def evaluate(cfg: DictConfig) -> dict:
         default_out = run_dir / ("eval" if name == "test" else f"eval-{name}")
     out_dir = Path(cfg.output_dir) if cfg.output_dir else default_out
     csv_log = run_dir / "csv" / "metrics.csv"
+    # an ensemble outputs the mean of its members' calibrated probabilities (each with its TTA)
+    runs = [test_predictions(m, dataset, cfg.batch_size, cfg.accelerator) for m in models]
+    probs, targets = np.mean([p for p, _ in runs], axis=0), runs[0][1]
     if members:
-        probs = ensemble_predictions(models, dataset, cfg)
-        targets = np.asarray([label for _, label in dataset.items])
         extra = {}  # calibration of the mean as output; abstention gates are per member
     else:
-        probs, targets = test_predictions(model, dataset, cfg.batch_size, cfg.accelerator)
         loader = DataLoader(dataset, batch_size=cfg.batch_size)
         extra = {
             "logits": model.test_outputs["logits"].numpy(),
