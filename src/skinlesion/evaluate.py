@@ -10,6 +10,7 @@ checkpoint, so every run directory carries the same artefacts in ``<run>/eval/``
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -229,10 +230,19 @@ def ensemble_members(cfg: DictConfig) -> list[Path] | None:
 
 
 def check_ensemble(models: list[SkinLesionClassifier]) -> None:
-    """Members must answer the same question from the same input."""
+    """Members must answer the same question (their inputs may differ: see :func:`as_model_sees`)."""
     first = models[0]
-    if any(m.class_names != first.class_names or m.preprocessing != first.preprocessing for m in models):
-        raise CheckpointError("ensemble members must share class names and preprocessing")
+    if any(m.class_names != first.class_names for m in models):
+        raise CheckpointError("ensemble members must share class names (and their order)")
+
+
+def as_model_sees(dataset: ImageListDataset, model: SkinLesionClassifier) -> ImageListDataset:
+    """The same images (and decoded cache) under ``model``'s own eval preprocessing, so that members
+    with different backbones (normalisation, input size) can be averaged."""
+    pre = model.preprocessing
+    view = copy.copy(dataset)
+    view.transform = eval_transforms(pre["image_size"], pre["mean"], pre["std"])
+    return view
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -265,7 +275,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.output_dir) if cfg.output_dir else default_out
     csv_log = run_dir / "csv" / "metrics.csv"
     # an ensemble outputs the mean of its members' calibrated probabilities (each with its TTA)
-    runs = [test_predictions(m, dataset, cfg.batch_size, cfg.accelerator) for m in models]
+    runs = [test_predictions(m, as_model_sees(dataset, m), cfg.batch_size, cfg.accelerator) for m in models]
     probs, targets = np.mean([p for p, _ in runs], axis=0), runs[0][1]
     if members:
         extra = {}  # calibration of the mean as output; abstention gates are per member

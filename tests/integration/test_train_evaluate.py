@@ -172,3 +172,28 @@ def test_unreadable_checkpoint_is_refused(tmp_path):
     bad.write_bytes(np.random.default_rng(0).bytes(1000))
     with pytest.raises(Exception, match="not a usable skinlesion checkpoint"):
         load_classifier(bad)
+
+
+@pytest.mark.integration
+def test_ensemble_of_members_with_different_preprocessing(tmp_path, compose_cfg, real_slice):
+    """Members see the images through their own eval transforms; the ensemble is their mean."""
+    members = []
+    for size in (48, 64):
+        cfg = compose_cfg(f"data.root={real_slice}", *FAST, f"data.image_size={size}", "trainer.max_epochs=1")
+        cfg.paths.output_dir = str(tmp_path / f"run{size}")
+        train(cfg)
+        members.append(tmp_path / f"run{size}" / "checkpoints" / "best.ckpt")
+    sizes = {load_classifier(c).preprocessing["image_size"] for c in members}
+    assert sizes == {48, 64}
+    probs = []
+    for k, ckpt in enumerate(members):
+        out = tmp_path / f"member{k}"
+        evaluate(compose_cfg(f"ckpt_path={ckpt}", f"output_dir={out}", config_name="evaluate"))
+        probs.append(np.loadtxt(out / "predictions.csv", delimiter=",", skiprows=1, usecols=(3, 4, 5, 6)))
+    out = tmp_path / "ensemble"
+    listed = ",".join(str(c) for c in members)
+    m = evaluate(compose_cfg(f"ckpt_path=[{listed}]", f"output_dir={out}", config_name="evaluate"))
+    assert m["test/ensemble_members"] == [str(c) for c in members]
+    ensemble = np.loadtxt(out / "predictions.csv", delimiter=",", skiprows=1, usecols=(3, 4, 5, 6))
+    assert not np.allclose(probs[0], probs[1])  # two different models ...
+    assert np.allclose(ensemble, np.mean(probs, axis=0), atol=2e-6)  # ... averaged image by image
