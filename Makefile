@@ -10,7 +10,7 @@ SEARCH ?= optuna
 # Independently collected web images (no Monkeypox class) for measuring domain shift; never trained on.
 EXTERNAL ?= $(abspath ../shared/data/external/health_app_ml)
 
-.PHONY: help install train prepare evaluate ablation notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench evaluate-external cv test fuzz lint format clean
+.PHONY: help install train prepare evaluate ablation probe notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench evaluate-external cv test fuzz lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,9 @@ evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) o
 
 ablation: $(STAMP)  ## train each variant of conf/ablation.yaml and tabulate what it adds (long)
 	$(PY) -m skinlesion.ablation $(ARGS)
+
+probe: $(STAMP)  ## linear probes of every backbone's frozen features: grouped CV, test, external
+	$(PY) -m skinlesion.probe $(ARGS)
 
 notebooks: $(STAMP)  ## execute the notebooks on the real data into outputs/notebooks/ (sources stay stripped)
 	mkdir -p outputs/notebooks
