@@ -100,15 +100,21 @@ def probe(cfg: DictConfig) -> dict:
     unknown = {n for combo in cfg.combinations for n in combo} - set(cfg.backbones)
     if unknown:
         raise ConfigError(f"combinations name backbones not in `backbones`: {sorted(unknown)}")
-    torch.manual_seed(cfg.seed)
     dm: SkinLesionDataModule = instantiate(cfg.data, fold=None)
     dm.prepare_data()
     dm.setup("fit")
+    out = Path(cfg.output_dir)
     datasets = {s: dm.datasets[s] for s in ("train", "val", "test")}
     if cfg.external and Path(cfg.external).is_dir():
-        items, _ = folder_items(Path(cfg.external), dm.class_names)
+        items, ignored = folder_items(Path(cfg.external), dm.class_names)
         datasets["external"] = ImageListDataset(Path(cfg.external), items, None)
-        datasets["external"].drop_unreadable()
+        excluded = ignored + datasets["external"].drop_unreadable()
+        if excluded:
+            write_json(out / "excluded.json", excluded)
+            log.warning("%d external files left out (listed in %s)", len(excluded), out / "excluded.json")
+    for d in datasets.values():  # decode once, before the clock: "extract s" is the network alone
+        for i in range(len(d)):
+            d.raw(i)
     pool = dm.split_rows("train") + dm.split_rows("val")
     fold_of = assign_folds(pool, cfg.n_folds, dm.params.split.seed)
     folds = np.array([-1 if fold_of[r["group"]] is None else fold_of[r["group"]] for r in pool])
@@ -129,7 +135,6 @@ def probe(cfg: DictConfig) -> dict:
             "dim": x["train"].shape[1],
             "extract_seconds": extract,
         }
-    out = Path(cfg.output_dir)
     write_json(out / "probe.json", results)
     text = markdown(results)
     (out / "probe.md").write_text(

@@ -32,6 +32,8 @@ def test_probe_separates_colour_classes_and_writes_its_table(tmp_path, synthetic
         assert len(folds) == 3 and r["cv/acc"]["mean"] == pytest.approx(np.mean(folds))
         # the synthetic classes differ by colour: ImageNet features separate them far above chance
         assert r["cv/acc"]["mean"] > 0.7 and r["external/acc"] > 0.7
+    left_out = json.loads((tmp_path / "probe" / "excluded.json").read_text())
+    assert [e["path"] for e in left_out] == ["Normal/notes.txt"]  # reported, not silently dropped
     saved = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert saved["mobilenet_v2"]["test/acc"] == pytest.approx(results["mobilenet_v2"]["test/acc"])
     assert "| efficientnet_lite0+mobilenet_v2 | 2560 |" in Path(tmp_path / "probe" / "probe.md").read_text()
