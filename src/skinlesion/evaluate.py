@@ -10,7 +10,6 @@ checkpoint, so every run directory carries the same artefacts in ``<run>/eval/``
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import json
@@ -240,9 +239,7 @@ def as_model_sees(dataset: ImageListDataset, model: SkinLesionClassifier) -> Ima
     """The same images (and decoded cache) under ``model``'s own eval preprocessing, so that members
     with different backbones (normalisation, input size) can be averaged."""
     pre = model.preprocessing
-    view = copy.copy(dataset)
-    view.transform = eval_transforms(pre["image_size"], pre["mean"], pre["std"])
-    return view
+    return dataset.with_transform(eval_transforms(pre["image_size"], pre["mean"], pre["std"]))
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -36,17 +36,21 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def frozen_features(name: str, dataset: ImageListDataset, size: int, batch_size: int) -> np.ndarray:
-    """Pooled features of ``name``'s ImageNet backbone, the mean over the image and its mirror."""
+def frozen_features(
+    name: str, datasets: dict[str, ImageListDataset], size: int, batch_size: int
+) -> dict[str, np.ndarray]:
+    """Pooled features of ``name``'s ImageNet backbone for each dataset, the mean over the image
+    and its mirror."""
     spec = get_backbone(name)
     if not spec.pretrained_available:
         raise ConfigError(f"{name} has no pretrained weights to probe")
     backbone = spec.build(pretrained=True).eval()
     tf = eval_transforms(size, spec.mean, spec.std)
-    view = ImageListDataset(dataset.root, dataset.items, tf, max_side=dataset.max_side)
-    view.cache = dataset.cache  # decoded once for every backbone
-    chunks = [(backbone(x) + backbone(x.flip(3))) / 2 for x, _ in DataLoader(view, batch_size=batch_size)]
-    return torch.cat(chunks).numpy()
+    features = {}
+    for split, dataset in datasets.items():
+        loader = DataLoader(dataset.with_transform(tf), batch_size=batch_size)
+        features[split] = torch.cat([(backbone(x) + backbone(x.flip(3))) / 2 for x, _ in loader]).numpy()
+    return features
 
 
 def probe_model(inverse_regularization: float):
@@ -122,9 +126,7 @@ def probe(cfg: DictConfig) -> dict:
     features, seconds = {}, {}
     for name in cfg.backbones:
         start = time.perf_counter()
-        features[name] = {
-            s: frozen_features(name, d, cfg.image_size, cfg.batch_size) for s, d in datasets.items()
-        }
+        features[name] = frozen_features(name, datasets, cfg.image_size, cfg.batch_size)
         seconds[name] = time.perf_counter() - start
         log.info("%s features in %.0f s", name, seconds[name])
     results = {}

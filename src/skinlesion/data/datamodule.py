@@ -73,6 +73,13 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def with_transform(self, transform) -> ImageListDataset:
+        """The same images, sharing the decoded cache, under another transform (another model's
+        preprocessing): decoded once however many models look at them."""
+        view = copy.copy(self)
+        view.transform = transform
+        return view
+
     def raw(self, index: int) -> torch.Tensor:
         """The decoded uint8 image (cached), before any transform."""
         if self.cache is not None and index in self.cache:
