@@ -10,7 +10,7 @@ SEARCH ?= optuna
 # Independently collected web images (no Monkeypox class) for measuring domain shift; never trained on.
 EXTERNAL ?= $(abspath ../shared/data/external/health_app_ml)
 
-.PHONY: help install train prepare evaluate ablation probe notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench evaluate-external cv test fuzz lint format clean
+.PHONY: help install train prepare evaluate ablation probe notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench evaluate-external cv cv-compare test fuzz lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -90,6 +90,9 @@ evaluate-external: $(STAMP)  ## evaluate a checkpoint on the external folder EXT
 cv: $(STAMP)  ## grouped, stratified 5-fold cross-validation over train+val (default model: ~25 min on 2 idle cores)
 	$(PY) -m skinlesion.data.prepare
 	$(PY) -m skinlesion.cv $(ARGS)
+
+cv-compare: $(STAMP)  ## paired fold differences and the OOF ensemble of CV runs: ARGS="runs=[outputs/cv/A,outputs/cv/B]"
+	$(PY) -m skinlesion.cv_compare $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check src tests

@@ -2,12 +2,14 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from skinlesion.cv import cross_validate
+from skinlesion.cv_compare import compare
 from skinlesion.data.prepare import read_manifest
 from skinlesion.evaluate import evaluate
 from tests.integration.test_train_evaluate import FAST, run_cli
@@ -71,6 +73,16 @@ def test_cv_on_real_slice(tmp_path, compose_cfg, real_slice):
     assert np.allclose(
         probabilities(out / "ensemble-eval" / "predictions.csv"), np.mean(members, axis=0), atol=2e-6
     )
+
+    # cv_compare reads a real run's artefacts: its fold scores are the report's; against a copy of
+    # itself every paired difference is 0 and the ensemble scores as the run
+    twin = shutil.copytree(out, tmp_path / "twin", ignore=shutil.ignore_patterns("*.ckpt"))
+    cmp = compare(
+        compose_cfg(f"runs=[{out},{twin}]", f"output_dir={tmp_path / 'cmp'}", config_name="cv_compare")
+    )
+    assert cmp["rows"][0]["fold_acc"] == pytest.approx([f["acc"] for f in report["folds"]])
+    assert cmp["rows"][0]["oof_acc"] == pytest.approx(report["oof"]["acc"])
+    assert cmp["rows"][1]["diff_acc"]["mean"] == 0 and cmp["rows"][2]["oof_acc"] == cmp["rows"][0]["oof_acc"]
 
 
 def test_cv_cli_rejects_too_few_folds(tmp_path):
