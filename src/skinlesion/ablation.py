@@ -49,6 +49,7 @@ def run_variant(cfg: DictConfig, name: str, overrides: list[str], seed: int) -> 
             *cfg.common,
             *overrides,
             f"seed={seed}",
+            "link_latest=false",  # outputs/latest stays on the default run (make evaluate, model card)
             f"hydra.run.dir={run_dir}",
             f"paths.output_root={cfg.paths.output_root}",
         )

@@ -1,0 +1,39 @@
+"""The ablation end to end: each variant trains once, the table is written, outputs/latest is left alone."""
+
+import json
+
+import pytest
+
+from tests.conftest import make_class_folders
+from tests.integration.test_train_evaluate import FAST, run_cli
+
+
+@pytest.mark.integration
+def test_ablation_trains_each_variant_once_and_tabulates(tmp_path, synthetic_root):
+    external = make_class_folders(tmp_path / "external", per_class=3, classes=["Chickenpox", "Normal"])
+    out = tmp_path / "ablation"
+    common = ",".join(f"'{o}'" for o in [*FAST, "trainer.max_epochs=1", f"data.root={synthetic_root}"])
+    args = (
+        "skinlesion.ablation",
+        f"paths.output_root={tmp_path / 'outputs'}",
+        f"output_dir={out}",
+        f"external={external}",
+        f"common=[{common}]",
+        "only=[baseline,no_label_smoothing]",  # two of conf/ablation.yaml's variants
+    )
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    results = json.loads((out / "ablation.json").read_text())
+    assert list(results) == ["baseline", "no_label_smoothing"]
+    for name, rows in results.items():
+        assert len(rows) == 1 and 0 <= rows[0]["test/acc"] <= 1, name
+        assert rows[0]["folder/n"] == 6  # each variant's best checkpoint is scored on the external folder
+    table = (out / "ablation.md").read_text()
+    assert "| baseline | 1 |" in table and "| no_label_smoothing | 1 |" in table
+    assert not (tmp_path / "outputs" / "latest").exists()  # make evaluate still scores the default run
+
+    stamp = (out / "baseline" / "seed42" / "checkpoints" / "best.ckpt").stat().st_mtime_ns
+    again = run_cli(*args)  # finished variants are read back, not trained again
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "baseline" / "seed42" / "checkpoints" / "best.ckpt").stat().st_mtime_ns == stamp
+    assert json.loads((out / "ablation.json").read_text()) == results
