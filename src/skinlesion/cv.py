@@ -27,7 +27,7 @@ from skinlesion.data.prepare import assign_folds, read_manifest
 from skinlesion.errors import ConfigError
 from skinlesion.evaluate import load_classifier, test_predictions, write_evaluation
 from skinlesion.paths import CONF_DIR
-from skinlesion.reports.cv import cv_markdown, fold_metric_names, mean_sd, summarise_folds
+from skinlesion.reports.cv import cv_markdown, fold_metric_names, mean_sd, summarise_folds, training_signature
 from skinlesion.reports.plots import plot_cv_folds
 from skinlesion.runs import write_json
 from skinlesion.train import build_datamodule, train
@@ -159,6 +159,7 @@ def cross_validate(cfg: DictConfig) -> dict:
         "checkpoints": [r["checkpoint"] for r in rows],
         "command": command_line(),
         "config": {"seed": cfg.seed, "image_size": cfg.data.image_size, "max_epochs": cfg.trainer.max_epochs},
+        "train_config": training_signature(cfg),
     }
     write_json(out / "cv_report.json", report)
     (out / "cv_report.md").write_text(cv_markdown(report))

@@ -30,7 +30,13 @@ from skinlesion.data.transforms import eval_transforms
 from skinlesion.errors import CheckpointError, ConfigError, DataError
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.paths import CONF_DIR
-from skinlesion.reports.calibration import calibration_metrics, reliability_bins, softmax
+from skinlesion.reports.calibration import (
+    accuracy_coverage,
+    calibration_metrics,
+    reliability_bins,
+    selective_metrics,
+    softmax,
+)
 from skinlesion.reports.metrics import (
     DEFAULT_BOOTSTRAP,
     Bootstrap,
@@ -43,6 +49,7 @@ from skinlesion.reports.metrics import (
     uncertainty_metrics,
 )
 from skinlesion.reports.plots import (
+    plot_accuracy_coverage,
     plot_confusion_matrix,
     plot_misclassified,
     plot_reliability,
@@ -106,6 +113,7 @@ def write_evaluation(
     metrics = classification_metrics(probs, targets, class_names, prefix)
     metrics |= uncertainty_metrics(probs, targets, class_names, prefix, dataset.groups, bootstrap)
     metrics |= calibration_metrics(probs, targets, prefix, logits, temperature, ece_bins)
+    metrics |= selective_metrics(probs, targets, prefix)
     if abstained is not None:
         metrics |= abstention_metrics(probs, targets, abstained, class_names, prefix)
     write_json(out_dir / "metrics.json", metrics)
@@ -124,6 +132,12 @@ def write_evaluation(
     plot_reliability(
         [(t, reliability_bins(p, targets, ece_bins), metrics[f"{prefix}/ece{k}"]) for t, p, k in panels],
         out_dir / "reliability_diagram.png",
+    )
+    plot_accuracy_coverage(
+        *accuracy_coverage(probs, targets),
+        out_dir / "accuracy_coverage.png",
+        title=prefix,
+        abstained=metrics.get(f"{prefix}/abstention_rate"),
     )
     wrong = np.nonzero(preds != targets)[0]
     wrong = wrong[np.argsort(-probs[wrong, preds[wrong]])]  # most confident mistakes first

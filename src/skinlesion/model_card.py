@@ -2,9 +2,10 @@
 
 Every number in the card is read from a file: the run's ``metrics.json``, ``.hydra/config.yaml``,
 ``run_info.json`` and ``eval*/metrics.json``, the data report of the manifest the run was trained
-on (``outputs/prepared/*/report.json``) and the newest cross-validation report of the same
-backbone (``outputs/cv/*/*/cv_report.json``). What is missing is said to be missing, with the
-command that produces it; nothing is filled in by hand. The card lists the files it read.
+on (``outputs/prepared/*/report.json``) and the newest cross-validation report that trained its
+folds the same way (``outputs/cv/*/*/cv_report.json``, ``reports.cv.cv_matches_run``). What is
+missing is said to be missing, with the command that produces it; nothing is filled in by hand.
+The card lists the files it read.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from skinlesion.cli import run_task
 from skinlesion.data.prepare import read_manifest
 from skinlesion.errors import DataError
 from skinlesion.paths import CONF_DIR
-from skinlesion.reports.cv import mean_sd
+from skinlesion.reports.calibration import SELECTIVE_COVERAGES
+from skinlesion.reports.cv import cv_matches_run, mean_sd
 from skinlesion.reports.metrics import bootstrap_units, calibration_lines, fmt_ci, fmt_num
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,7 @@ def metrics_section(m: dict, names: list[str]) -> list[str]:
 
 def cv_section(cv: dict | None) -> list[str]:
     if cv is None:
-        return ["No cross-validation report of this backbone was found: run `make cv`.", ""]
+        return ["No cross-validation report that trains like this run was found: run `make cv`.", ""]
     s = cv["summary"]
     recalls = ", ".join(f"{c} {mean_sd(s, f'recall/{c}')}" for c in cv["class_names"])
     return [
@@ -182,6 +184,13 @@ def external_section(m: dict | None, test: dict, name: str) -> list[str]:
             lines.append(f"| {label} | {fmt_num(test.get(f'test/{key}'))} | {fmt_num(m[f'{p}/{key}'])} |")
     else:
         lines.append("| abstention | no rule in this checkpoint | |")
+    for c in SELECTIVE_COVERAGES:  # the best any confidence threshold could do, on each set
+        key = f"acc_at_coverage/{c}"
+        if f"{p}/{key}" in m:
+            lines.append(
+                f"| accuracy on the {round(100 * c)} % most confident | {fmt_num(test.get(f'test/{key}'))} "
+                f"| {fmt_num(m[f'{p}/{key}'])} |"
+            )
     return [*lines, ""]
 
 
@@ -282,7 +291,7 @@ def model_card(cfg: DictConfig) -> Path:
         if cfg.cv_report
         else newest(
             output_root.glob("cv/*/*/cv_report.json"),
-            lambda p: json.loads(p.read_text()).get("model") == cfg_run.model.backbone,
+            lambda p: cv_matches_run(json.loads(p.read_text()), cfg_run),
         )
     )
     cv = read_json(cv_path, sources) if cv_path else None

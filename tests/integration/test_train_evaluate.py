@@ -24,6 +24,7 @@ ARTEFACTS = [
     "predictions.csv",
     "roc_curves.png",
     "reliability_diagram.png",
+    "accuracy_coverage.png",
     "training_curves.png",
 ]
 FAST = [

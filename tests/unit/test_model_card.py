@@ -1,5 +1,6 @@
 """The model card: every figure it prints comes from the run's files; missing parts say so."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from skinlesion.data.prepare import PrepareParams, prepare, prepared_dir, read_m
 from skinlesion.errors import DataError
 from skinlesion.evaluate import write_evaluation
 from skinlesion.model_card import model_card, numbering_gaps
-from skinlesion.reports.cv import summarise_folds
+from skinlesion.reports.cv import cv_matches_run, summarise_folds, training_signature
 from skinlesion.reports.metrics import fmt_ci
 from skinlesion.runs import provenance, write_json
 from tests.conftest import CLASSES
@@ -65,6 +66,8 @@ def test_card_prints_the_measured_figures_and_says_what_is_missing(tmp_path, syn
     assert f"accuracy {m['test/acc']:.3f} ({fmt_ci(m['test/acc_ci'])})" in text
     assert f"{m['test/ece_uncalibrated']:.3f}" in text and f"{m['folder/acc']:.3f}" in text
     assert f"accuracy {summary['acc']['mean']:.3f} ± {summary['acc']['sd']:.3f}" in text
+    at80 = f"{m['test/acc_at_coverage/0.8']:.3f} | {m['folder/acc_at_coverage/0.8']:.3f} |"
+    assert f"| accuracy on the 80 % most confident | {at80}" in text
     assert "measles3" in text  # the missing file, found from the manifest
     assert "Chickenpox/chickenpox0.png ~ Monkeypox/monkeypox_mislabelled.png: byte-identical" in text
     assert "- `outputs/2026-01-01/00-00-00/metrics.json`" in text  # the files read are listed
@@ -83,3 +86,30 @@ def test_numbering_gaps():
         "normal3",
     ]
     assert numbering_gaps([]) == []
+
+
+def test_the_card_quotes_only_a_cv_that_trained_like_its_run(tmp_path, compose_cfg):
+    saved = tmp_path / "config.yaml"  # as the run saved it in .hydra/config.yaml
+    saved.write_text(OmegaConf.to_yaml(compose_cfg("model=efficientnet_lite0", "seed=7")))
+    run_cfg = OmegaConf.load(saved)
+    same = compose_cfg("model=efficientnet_lite0", "seed=7", "callbacks.progress_bar=null", config_name="cv")
+    report = json.loads(json.dumps({"model": "efficientnet_lite0", "train_config": training_signature(same)}))
+    assert cv_matches_run(report, run_cfg)  # display options and the JSON round trip do not matter
+    for change in (
+        "model.freeze_stages=1",
+        "data.image_size=288",
+        "optimizer=sgd",
+        "callbacks=[default,ema]",
+    ):
+        other = compose_cfg("model=efficientnet_lite0", "seed=7", change, config_name="cv")
+        assert not cv_matches_run(
+            {"model": "efficientnet_lite0", "train_config": training_signature(other)}, run_cfg
+        )
+    # reports written before train_config: the recorded keys and the CV command's overrides decide
+    legacy = {"model": "efficientnet_lite0", "config": {"seed": 7, "image_size": 224, "max_epochs": 12}}
+    display = "callbacks.progress_bar=null trainer.enable_model_summary=false"
+    assert cv_matches_run(legacy | {"command": f"python -m skinlesion.cv {display}"}, run_cfg)
+    assert cv_matches_run(legacy | {"command": "python -m skinlesion.cv model=efficientnet_lite0"}, run_cfg)
+    assert not cv_matches_run(legacy | {"command": "python -m skinlesion.cv model.freeze_stages=1"}, run_cfg)
+    assert not cv_matches_run(legacy | {"command": "python -m skinlesion.cv optimizer=sgd"}, run_cfg)
+    assert not cv_matches_run(legacy | {"config": {"seed": 7, "image_size": 288}, "command": ""}, run_cfg)

@@ -70,3 +70,30 @@ def calibration_metrics(
     if temperature is not None:
         out[f"{prefix}/temperature"] = float(temperature)
     return out
+
+
+SELECTIVE_COVERAGES = (0.9, 0.8, 0.7)
+
+
+def accuracy_coverage(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Selective classification: abstaining on the least confident images first, the accuracy on the
+    ``k`` most confident for every ``k`` (coverage ``k / n``). What any confidence threshold can buy:
+    the curve is the best that thresholding this model's top-1 probability can do on these images."""
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets)
+    order = np.argsort(-probs.max(1), kind="stable")
+    correct = (probs.argmax(1) == targets)[order].astype(float)
+    k = np.arange(1, len(targets) + 1)
+    return k / len(targets), np.cumsum(correct) / k
+
+
+def selective_metrics(probs: np.ndarray, targets: np.ndarray, prefix: str = "test") -> dict:
+    """Accuracy at fixed coverages, and the area under the risk-coverage curve (AURC, lower is better;
+    Geifman & El-Yaniv, 2017): the mean error over all coverages."""
+    if len(targets) == 0:
+        return {}
+    _, accuracy = accuracy_coverage(probs, targets)
+    out = {f"{prefix}/aurc": float((1 - accuracy).mean())}
+    for c in SELECTIVE_COVERAGES:
+        k = max(1, int(np.floor(c * len(targets) + 1e-9)))
+        out[f"{prefix}/acc_at_coverage/{c}"] = float(accuracy[k - 1])
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from skinlesion.reports.metrics import fmt_ci, fmt_num
 
@@ -82,3 +83,62 @@ def cv_markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+DISPLAY_ONLY = ("callbacks.progress_bar", "trainer.enable_model_summary", "trainer.enable_progress_bar")
+
+
+def _container(node):
+    if not OmegaConf.is_config(node):
+        return node
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception:  # a saved config whose hydra-only interpolations cannot resolve offline
+        return OmegaConf.to_container(node, resolve=False)
+
+
+def training_signature(cfg: DictConfig) -> dict:
+    """What decides how a model is trained (not where it is written or how progress is shown).
+
+    Stored in ``cv_report.json``, so that a model card quotes a CV run only when it trained the
+    way the card's run did."""
+    callbacks = cfg.get("callbacks") or {}
+    return {
+        "seed": cfg.seed,
+        "model": _container(cfg.model),
+        "data": {k: _container(cfg.data.get(k)) for k in ("image_size", "augment", "balance", "batch_size")},
+        "optimizer": _container(cfg.get("optimizer")),
+        "scheduler": _container(cfg.get("scheduler")),
+        "regularizer": _container(cfg.get("regularizer")),
+        "max_epochs": cfg.trainer.max_epochs,
+        "callbacks": sorted(
+            k for k, v in callbacks.items() if v is not None and f"callbacks.{k}" not in DISPLAY_ONLY
+        ),
+    }
+
+
+def _legacy_match(report: dict, run_cfg: DictConfig) -> bool:
+    """Reports written before ``train_config`` existed: the recorded keys and the CV command's overrides."""
+    recorded = report.get("config", {})
+    pairs = {"seed": "seed", "image_size": "data.image_size", "max_epochs": "trainer.max_epochs"}
+    if any(OmegaConf.select(run_cfg, key) != recorded[k] for k, key in pairs.items() if k in recorded):
+        return False
+    for override in report.get("command", "").split()[3:]:
+        key, _, value = override.partition("=")
+        if key.startswith(("hydra.", "hydra/")) or key in DISPLAY_ONLY:
+            continue
+        if key == "model" and value == run_cfg.model.backbone:
+            continue
+        current = OmegaConf.select(run_cfg, key.lstrip("+~"), default=None)
+        if OmegaConf.is_config(current) or str(current) != str(OmegaConf.create(f"v: {value}").v):
+            return False  # a config group or a value the run does not share
+    return True
+
+
+def cv_matches_run(report: dict, run_cfg: DictConfig) -> bool:
+    """Did this CV train its folds the way ``run_cfg`` trained its model?"""
+    if report.get("model") != run_cfg.model.backbone:
+        return False
+    if "train_config" in report:
+        return report["train_config"] == training_signature(run_cfg)
+    return _legacy_match(report, run_cfg)

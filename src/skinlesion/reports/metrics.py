@@ -287,6 +287,18 @@ def details_markdown(m: dict, class_names: Sequence[str], prefix: str = "test") 
         lines.append("")
     if f"{p}/ece" in m:
         lines += ["## Calibration", "", *calibration_lines(m, p), ""]
+    if f"{p}/aurc" in m:
+        at = [(k.rsplit("/", 1)[1], v) for k, v in m.items() if k.startswith(f"{p}/acc_at_coverage/")]
+        lines += [
+            "## Selective accuracy",
+            "",
+            "Abstaining on the least confident images first (`accuracy_coverage.png`): accuracy on the "
+            "answered ones at "
+            + ", ".join(f"{round(100 * float(c))} % coverage {fmt_num(v)}" for c, v in at)
+            + f"; area under the risk-coverage curve {fmt_num(m[f'{p}/aurc'])} (lower is better). "
+            "The best any confidence threshold can do on these images.",
+            "",
+        ]
     if f"{p}/abstention_rate" in m:
         lines += [
             "## Abstention",

@@ -175,6 +175,29 @@ def plot_reliability(panels: Sequence[tuple[str, dict[str, np.ndarray], float]],
     return _save(fig, path)
 
 
+def plot_accuracy_coverage(
+    coverage: np.ndarray, accuracy: np.ndarray, path: Path, title: str = "", abstained: float | None = None
+) -> Path:
+    """Accuracy on the answered images against the share answered, abstaining on the least confident
+    first (:func:`skinlesion.reports.calibration.accuracy_coverage`); the dot is the model's own rule."""
+    fig, ax = subplots(figsize=(5.5, 4))
+    ax.plot(coverage, accuracy, lw=2, label="abstain on the least confident first")
+    if abstained is not None:
+        k = max(1, round((1 - abstained) * len(coverage)))
+        ax.plot(
+            [coverage[k - 1]], [accuracy[k - 1]], "o", color="red", label="the checkpoint's abstention rate"
+        )
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(max(0.0, float(accuracy.min()) - 0.05), 1.01)
+    ax.invert_xaxis()
+    ax.set_xlabel("coverage (share of images answered)")
+    ax.set_ylabel("accuracy on the answered images")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
+    return _save(fig, path)
+
+
 def plot_cv_folds(folds: Sequence[dict], metrics: Sequence[str], path: Path, title: str = "") -> Path:
     """Every fold's score per metric (one colour per fold) beside the mean ± sd over the folds."""
     fig = Figure(figsize=(1.3 * len(metrics) + 2, 4.5))
