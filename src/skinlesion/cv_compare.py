@@ -23,11 +23,11 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 from scipy import stats
-from sklearn.metrics import f1_score
 
 from skinlesion.cli import run_task
 from skinlesion.errors import ConfigError, DataError
 from skinlesion.paths import CONF_DIR
+from skinlesion.reports.metrics import accuracy_f1
 from skinlesion.runs import write_json
 
 log = logging.getLogger(__name__)
@@ -87,16 +87,6 @@ def check_same_folds(names: list[str], runs: list[dict[int, FoldPredictions]], r
                 )
 
 
-def scores(targets: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
-    pred = probs.argmax(1)
-    return {
-        "acc": float((pred == targets).mean()),
-        "f1_macro": float(
-            f1_score(targets, pred, labels=list(range(n_classes)), average="macro", zero_division=0)
-        ),
-    }
-
-
 def paired_difference(diffs: np.ndarray, n_val: float, n_train: float, level: float) -> dict[str, float]:
     """Mean fold difference with its corrected resampled t interval (Nadeau & Bengio, 2003)."""
     k = len(diffs)
@@ -119,13 +109,15 @@ def sample_sd(values: np.ndarray) -> float:
 
 
 def summarise(name: str, folds: dict[int, FoldPredictions], n_classes: int) -> dict:
-    per_fold = {k: scores(f.targets, f.probs, n_classes) for k, f in sorted(folds.items())}
+    per_fold = {
+        k: accuracy_f1(f.targets, f.probs.argmax(1), range(n_classes)) for k, f in sorted(folds.items())
+    }
     accs = np.array([s["acc"] for s in per_fold.values()])
     f1s = np.array([s["f1_macro"] for s in per_fold.values()])
-    pooled = scores(
+    pooled = accuracy_f1(
         np.concatenate([f.targets for f in folds.values()]),
-        np.concatenate([f.probs for f in folds.values()]),
-        n_classes,
+        np.concatenate([f.probs for f in folds.values()]).argmax(1),
+        range(n_classes),
     )
     return {
         "name": name,

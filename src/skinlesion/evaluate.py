@@ -137,7 +137,11 @@ def write_evaluation(
         *accuracy_coverage(probs, targets),
         out_dir / "accuracy_coverage.png",
         title=prefix,
-        abstained=metrics.get(f"{prefix}/abstention_rate"),
+        own_rule=(
+            (1 - metrics[f"{prefix}/abstention_rate"], metrics[f"{prefix}/acc_non_abstained"])
+            if abstained is not None and abstained.any()
+            else None
+        ),
     )
     wrong = np.nonzero(preds != targets)[0]
     wrong = wrong[np.argsort(-probs[wrong, preds[wrong]])]  # most confident mistakes first

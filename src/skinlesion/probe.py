@@ -18,7 +18,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
@@ -30,6 +29,7 @@ from skinlesion.data.transforms import eval_transforms
 from skinlesion.errors import ConfigError
 from skinlesion.models.backbones import get_backbone
 from skinlesion.paths import CONF_DIR
+from skinlesion.reports.metrics import accuracy_f1
 from skinlesion.runs import write_json
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,6 @@ def probe_model(inverse_regularization: float):
     )
 
 
-def scores(y: np.ndarray, pred: np.ndarray, labels: list[int]) -> dict:
-    """Accuracy and macro-F1 over ``labels`` (the classes present, for a partial folder)."""
-    return {"acc": accuracy_score(y, pred), "f1_macro": f1_score(y, pred, labels=labels, average="macro")}
-
-
 def probe_one(x: dict[str, np.ndarray], y: dict[str, np.ndarray], folds: np.ndarray, cfg: DictConfig) -> dict:
     """Grouped CV over train + val, then train -> test and train -> external."""
     pool_x, pool_y = np.concatenate([x["train"], x["val"]]), np.concatenate([y["train"], y["val"]])
@@ -73,7 +68,7 @@ def probe_one(x: dict[str, np.ndarray], y: dict[str, np.ndarray], folds: np.ndar
     for k in range(cfg.n_folds):
         held = folds == k
         fit = probe_model(cfg.inverse_regularization).fit(pool_x[~held], pool_y[~held])
-        per_fold.append(scores(pool_y[held], fit.predict(pool_x[held]), every))
+        per_fold.append(accuracy_f1(pool_y[held], fit.predict(pool_x[held]), every))
     result = {
         f"cv/{m}": {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)), "folds": v}
         for m in ("acc", "f1_macro")
@@ -83,7 +78,9 @@ def probe_one(x: dict[str, np.ndarray], y: dict[str, np.ndarray], folds: np.ndar
     for split in ("test", "external"):
         if split in x:
             present = sorted(set(y[split].tolist()))
-            result |= {f"{split}/{k}": v for k, v in scores(y[split], fit.predict(x[split]), present).items()}
+            result |= {
+                f"{split}/{k}": v for k, v in accuracy_f1(y[split], fit.predict(x[split]), present).items()
+            }
     return result
 
 

@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import auc, roc_curve
+from sklearn.metrics import auc, f1_score, roc_curve
+
+
+def accuracy_f1(targets: np.ndarray, preds: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
+    """Accuracy, and macro-F1 over ``labels`` (e.g. only the classes a partial folder holds)."""
+    return {
+        "acc": float((np.asarray(preds) == np.asarray(targets)).mean()),
+        "f1_macro": float(f1_score(targets, preds, labels=list(labels), average="macro", zero_division=0)),
+    }
 
 
 def confusion_matrix(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

@@ -176,17 +176,20 @@ def plot_reliability(panels: Sequence[tuple[str, dict[str, np.ndarray], float]],
 
 
 def plot_accuracy_coverage(
-    coverage: np.ndarray, accuracy: np.ndarray, path: Path, title: str = "", abstained: float | None = None
+    coverage: np.ndarray,
+    accuracy: np.ndarray,
+    path: Path,
+    title: str = "",
+    own_rule: tuple[float, float] | None = None,
 ) -> Path:
     """Accuracy on the answered images against the share answered, abstaining on the least confident
-    first (:func:`skinlesion.reports.calibration.accuracy_coverage`); the dot is the model's own rule."""
+    first (:func:`skinlesion.reports.calibration.accuracy_coverage`). ``own_rule`` (coverage,
+    accuracy) marks where the checkpoint's own abstention (confidence and out-of-distribution gates)
+    landed, which need not lie on the curve."""
     fig, ax = subplots(figsize=(5.5, 4))
     ax.plot(coverage, accuracy, lw=2, label="abstain on the least confident first")
-    if abstained is not None:
-        k = max(1, round((1 - abstained) * len(coverage)))
-        ax.plot(
-            [coverage[k - 1]], [accuracy[k - 1]], "o", color="red", label="the checkpoint's abstention rate"
-        )
+    if own_rule is not None:
+        ax.plot(*own_rule, "o", color="red", label="the checkpoint's own abstention rule")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(max(0.0, float(accuracy.min()) - 0.05), 1.01)
     ax.invert_xaxis()
