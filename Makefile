@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)  ## create .venv and install the project from its own files
 
 prepare: $(STAMP)  ## scan, hash, group and split the data; write manifest + report
-	$(PY) -m skinlesion.data.prepare $(ARGS)
+	$(PY) -m skinlesion.prepare $(ARGS)
 
 train: $(STAMP)  ## prepare the data, train the default experiment, evaluate it (test split, external set), model card
-	$(PY) -m skinlesion.data.prepare
+	$(PY) -m skinlesion.prepare
 	$(PY) -m skinlesion.train $(ARGS)
 	if [ -d "$(EXTERNAL)" ]; then $(PY) -m skinlesion.evaluate folder=$(EXTERNAL); \
 	else echo "no external set at $(EXTERNAL): domain shift not measured"; fi
@@ -71,13 +71,13 @@ sweep: $(STAMP)  ## Optuna sweep, resumable (SEARCH=optuna | optuna_cpu; ARGS=hy
 	$(PY) -m skinlesion.train --multirun hparams_search=$(SEARCH) $(ARGS)
 
 sweep-native: $(STAMP)  ## the same search in Optuna's own loop, with pruning (ARGS=pruner=hyperband ...)
-	$(PY) -m skinlesion.sweep hparams_search=$(SEARCH) $(ARGS)
+	$(PY) -m skinlesion.sweep_native hparams_search=$(SEARCH) $(ARGS)
 
 sweep-report: $(STAMP)  ## report on the study of SEARCH: markdown, plots, best overrides (ARGS=retrain=true)
 	$(PY) -m skinlesion.sweep_report hparams_search=$(SEARCH) $(ARGS)
 
 sweep-bench: $(STAMP)  ## time fresh sweeps: the 8-trial CPU floor, kill-and-resume, pruning vs none
-	$(PY) -m skinlesion.sweeps.bench $(ARGS)
+	$(PY) -m skinlesion.sweep_bench $(ARGS)
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS)
@@ -88,7 +88,7 @@ evaluate-external: $(STAMP)  ## evaluate a checkpoint on the external folder EXT
 	$(PY) -m skinlesion.evaluate folder=$(EXTERNAL) $(ARGS)
 
 cv: $(STAMP)  ## grouped, stratified 5-fold cross-validation over train+val (default model: ~25 min on 2 idle cores)
-	$(PY) -m skinlesion.data.prepare
+	$(PY) -m skinlesion.prepare
 	$(PY) -m skinlesion.cv $(ARGS)
 
 cv-compare: $(STAMP)  ## paired fold differences and the OOF ensemble of CV runs: ARGS="runs=[outputs/cv/A,outputs/cv/B]"

@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from skinlesion.core.paths import CONF_DIR, default_data_root
 from skinlesion.data.datamodule import SkinLesionDataModule
-from skinlesion.paths import CONF_DIR, default_data_root
 
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
 COLOURS = {

@@ -16,8 +16,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from skinlesion.core.errors import ImageDecodeError
 from skinlesion.data.images import DEFAULT_LIMITS, DecodeLimits, decode_image
-from skinlesion.errors import ImageDecodeError
 
 TALLY: Counter[str] = Counter()  # "inputs", "refused", "decoded"
 

@@ -15,13 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from skinlesion.cli import run_task
-from skinlesion.errors import SkinLesionError
-from skinlesion.paths import CONF_DIR
-from skinlesion.runs import write_json
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.errors import SkinLesionError
+from skinlesion.core.task import command
 
 log = logging.getLogger(__name__)
 COLUMNS = {
@@ -107,9 +105,7 @@ def ablation(cfg: DictConfig) -> dict:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="ablation")
-def main(cfg: DictConfig) -> None:
-    run_task(ablation, cfg)
+main = command(ablation, "ablation")
 
 
 if __name__ == "__main__":

@@ -22,22 +22,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from skinlesion.cli import run_task
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.paths import default_data_root
+from skinlesion.core.task import command
 from skinlesion.data.images import decode_image
-from skinlesion.evaluate import load_classifier
-from skinlesion.export import export_onnx
+from skinlesion.inference.inputs import expand_inputs
+from skinlesion.inference.loading import load_classifier
+from skinlesion.inference.onnx_export import export_onnx
 from skinlesion.inference.runtime import OnnxBackend, Predictor
+from skinlesion.inference.torch_backend import TorchBackend
 from skinlesion.models.classifier import SkinLesionClassifier
-from skinlesion.models.inference import TorchBackend
-from skinlesion.paths import CONF_DIR, default_data_root
-from skinlesion.predict import expand_inputs
 from skinlesion.reports.nonskin import png, synthetic_images
-from skinlesion.runs import write_json
 
 log = logging.getLogger(__name__)
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
@@ -130,9 +129,7 @@ def bench(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench")
-def main(cfg: DictConfig) -> None:
-    run_task(bench, cfg)
+main = command(bench, "bench")
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ import logging
 import os
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from skinlesion.cli import run_task
-from skinlesion.errors import DataError
-from skinlesion.paths import CONF_DIR, default_data_root
-from skinlesion.predict import expand_inputs
-from skinlesion.runs import write_json
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.errors import DataError
+from skinlesion.core.paths import default_data_root
+from skinlesion.core.task import command
+from skinlesion.inference.inputs import expand_inputs
 from skinlesion.serve.loadtest import run_load
 from skinlesion.serve.process import running_server
 
@@ -69,9 +68,7 @@ def bench_serve(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench_serve")
-def main(cfg: DictConfig) -> None:
-    run_task(bench_serve, cfg)
+main = command(bench_serve, "bench_serve")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,18 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from skinlesion.cli import run_task
-from skinlesion.evaluate import checkpoint_datamodule, default_checkpoint, load_classifier, run_dir_of
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.task import command
+from skinlesion.inference.loading import (
+    checkpoint_datamodule,
+    default_checkpoint,
+    load_classifier,
+    run_dir_of,
+)
 from skinlesion.models.abstention import AbstainParams
-from skinlesion.models.calibration import calibrate_checkpoint
-from skinlesion.paths import CONF_DIR
-from skinlesion.runs import write_json
+from skinlesion.models.temperature import calibrate_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +42,7 @@ def calibrate(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="calibrate")
-def main(cfg: DictConfig) -> None:
-    run_task(calibrate, cfg)
+main = command(calibrate, "calibrate")
 
 
 if __name__ == "__main__":

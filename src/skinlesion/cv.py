@@ -16,21 +16,27 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from skinlesion.cli import run_task
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.errors import ConfigError
+from skinlesion.core.task import command
 from skinlesion.data.datamodule import ImageListDataset, SkinLesionDataModule
-from skinlesion.data.prepare import assign_folds, read_manifest
-from skinlesion.errors import ConfigError
-from skinlesion.evaluate import load_classifier, test_predictions, write_evaluation
-from skinlesion.paths import CONF_DIR
-from skinlesion.reports.cv import cv_markdown, fold_metric_names, mean_sd, summarise_folds, training_signature
+from skinlesion.data.manifest import read_manifest
+from skinlesion.data.splits import assign_folds
+from skinlesion.inference.loading import load_classifier, test_predictions
+from skinlesion.reports.evaluation import write_evaluation
+from skinlesion.reports.folds import (
+    cv_markdown,
+    fold_metric_names,
+    mean_sd,
+    summarise_folds,
+    training_signature,
+)
 from skinlesion.reports.plots import plot_cv_folds
-from skinlesion.runs import write_json
-from skinlesion.train import build_datamodule, train
+from skinlesion.training.fit import build_datamodule, train
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +183,7 @@ def cross_validate(cfg: DictConfig) -> dict:
     return report
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="cv")
-def main(cfg: DictConfig) -> dict:
-    return run_task(cross_validate, cfg)
+main = command(cross_validate, "cv")
 
 
 if __name__ == "__main__":

@@ -19,16 +19,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 from scipy import stats
 
-from skinlesion.cli import run_task
-from skinlesion.errors import ConfigError, DataError
-from skinlesion.paths import CONF_DIR
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.errors import ConfigError, DataError
+from skinlesion.core.task import command
 from skinlesion.reports.metrics import accuracy_f1
-from skinlesion.runs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +198,7 @@ def markdown(result: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="cv_compare")
-def main(cfg: DictConfig) -> dict:
-    return run_task(compare, cfg)
+main = command(compare, "cv_compare")
 
 
 if __name__ == "__main__":

@@ -16,19 +16,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 from sklearn.metrics import roc_auc_score
 
-from skinlesion.cli import run_task
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.errors import ImageDecodeError
+from skinlesion.core.task import command
 from skinlesion.data.datamodule import folder_items
-from skinlesion.errors import ImageDecodeError
-from skinlesion.evaluate import checkpoint_datamodule, default_checkpoint, load_classifier, run_dir_of
+from skinlesion.inference.loading import (
+    checkpoint_datamodule,
+    default_checkpoint,
+    load_classifier,
+    run_dir_of,
+)
 from skinlesion.inference.runtime import Prediction, Predictor
-from skinlesion.models.inference import TorchBackend
-from skinlesion.paths import CONF_DIR
+from skinlesion.inference.torch_backend import TorchBackend
 from skinlesion.reports.nonskin import nonskin_set
-from skinlesion.runs import write_json
 
 log = logging.getLogger(__name__)
 NONSKIN_FLOOR, TEST_CEILING = 0.90, 0.05
@@ -147,9 +150,7 @@ def evaluate_abstention(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate_abstention")
-def main(cfg: DictConfig) -> None:
-    run_task(evaluate_abstention, cfg)
+main = command(evaluate_abstention, "evaluate_abstention")
 
 
 if __name__ == "__main__":

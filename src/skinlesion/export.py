@@ -10,8 +10,6 @@ the files when any probability differs by more than ``parity.tolerance``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
 import logging
 import os
@@ -19,54 +17,26 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-import hydra
-import numpy as np
-import torch
 from omegaconf import DictConfig
 
-from skinlesion.cli import run_task
-from skinlesion.data.images import load_image
-from skinlesion.errors import CheckpointError, DataError, ImageDecodeError
-from skinlesion.evaluate import (
+from skinlesion.core.artifacts import git_commit, package_versions, write_json
+from skinlesion.core.errors import CheckpointError, DataError
+from skinlesion.core.task import command
+from skinlesion.inference.inputs import expand_inputs
+from skinlesion.inference.loading import (
     checkpoint_datamodule,
     default_checkpoint,
     load_classifier,
     run_dir_of,
     split_files,
 )
-from skinlesion.inference.runtime import INPUT, MODEL_FORMAT, OUTPUTS, OnnxBackend
+from skinlesion.inference.onnx_export import check_parity, export_onnx, sha256_file
+from skinlesion.inference.runtime import INPUT, MODEL_FORMAT, OUTPUTS
+from skinlesion.inference.torch_backend import TorchBackend
 from skinlesion.models.classifier import SkinLesionClassifier
-from skinlesion.models.inference import InferenceGraph, TorchBackend
-from skinlesion.paths import CONF_DIR
-from skinlesion.predict import expand_inputs
-from skinlesion.runs import git_commit, package_versions, write_json
 
 log = logging.getLogger(__name__)
 EXPORT_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
-
-
-def export_onnx(model: SkinLesionClassifier, path: Path, opset: int = 18) -> Path:
-    """Trace the inference graph with torch.export (dynamic batch) and save it as ONNX."""
-    size = int(model.preprocessing["image_size"])
-    graph = InferenceGraph(model).eval()
-    example = torch.zeros(2, 3, size, size)
-    for name in ("onnx_ir", "onnxscript"):  # their graph passes log every rewrite at INFO
-        logging.getLogger(name).setLevel(logging.WARNING)
-    chatter = io.StringIO()  # the exporter prints progress lines; keep stdout for results
-    with contextlib.redirect_stdout(chatter), torch.no_grad():
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(path),
-            input_names=[INPUT],
-            output_names=list(OUTPUTS),
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-            opset_version=opset,
-            dynamo=True,
-            external_data=False,  # one self-contained file (the model is far below 2 GB)
-        )
-    log.debug(chatter.getvalue())
-    return path
 
 
 def parity_files(cfg: DictConfig, ckpt: Path, model: SkinLesionClassifier) -> list[Path]:
@@ -77,43 +47,6 @@ def parity_files(cfg: DictConfig, ckpt: Path, model: SkinLesionClassifier) -> li
     if not files:
         raise DataError("the parity check needs real images: none found (set parity.folder=...)")
     return files[: int(cfg.parity.images)]
-
-
-def check_parity(model: SkinLesionClassifier, onnx_path: Path, files: list[Path]) -> dict:
-    """Max absolute differences between PyTorch and ONNX Runtime on the same images.
-
-    ``max_abs_prob_diff`` feeds both the same tensors (the export itself); ``end_to_end_prob_diff``
-    lets each use its own preprocessing (eval_transforms vs the NumPy port used by serve).
-    """
-    reference = TorchBackend(model)
-    onnx = OnnxBackend(onnx_path, info=reference.info)
-    images = []
-    for f in files:
-        with contextlib.suppress(ImageDecodeError):
-            images.append(load_image(f))
-    if not images:
-        raise DataError(f"none of the {len(files)} parity images could be decoded")
-    batch = np.concatenate([reference.prepare(im) for im in images])
-    want, got = reference.run(batch), onnx.run(batch)
-    own = onnx.run(np.concatenate([onnx.prepare(im) for im in images]))
-    cam_scale = float(np.abs(want["cam"]).max()) or 1.0
-    return {
-        "images": len(images),
-        "max_abs_prob_diff": float(np.abs(want["probs"] - got["probs"]).max()),
-        "max_rel_ood_score_diff": float(np.abs(want["ood_score"] - got["ood_score"]).max())
-        / max(float(np.abs(want["ood_score"]).max()), 1e-6),
-        "max_rel_cam_diff": float(np.abs(want["cam"] - got["cam"]).max()) / cam_scale,
-        "end_to_end_prob_diff": float(np.abs(want["probs"] - own["probs"]).max()),
-        "same_top_class": int((want["probs"].argmax(1) == own["probs"].argmax(1)).sum()),
-    }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_description(model: SkinLesionClassifier, ckpt: Path, parity: dict, opset: int) -> dict:
@@ -188,9 +121,7 @@ def export(cfg: DictConfig) -> dict:
     return parity
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
-def main(cfg: DictConfig) -> None:
-    run_task(export, cfg)
+main = command(export, "export")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Every number in the card is read from a file: the run's ``metrics.json``, ``.hydra/config.yaml``,
 ``run_info.json`` and ``eval*/metrics.json``, the data report of the manifest the run was trained
 on (``outputs/prepared/*/report.json``) and the newest cross-validation report that trained its
-folds the same way (``outputs/cv/*/*/cv_report.json``, ``reports.cv.cv_matches_run``). What is
+folds the same way (``outputs/cv/*/*/cv_report.json``, ``reports.folds.cv_matches_run``). What is
 missing is said to be missing, with the command that produces it; nothing is filled in by hand.
 The card lists the files it read.
 """
@@ -17,16 +17,14 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from skinlesion.cli import run_task
-from skinlesion.data.prepare import read_manifest
-from skinlesion.errors import DataError
-from skinlesion.paths import CONF_DIR
-from skinlesion.reports.calibration import SELECTIVE_COVERAGES
-from skinlesion.reports.cv import cv_matches_run, mean_sd
+from skinlesion.core.errors import DataError
+from skinlesion.core.task import command
+from skinlesion.data.manifest import read_manifest
+from skinlesion.reports.folds import cv_matches_run, mean_sd
 from skinlesion.reports.metrics import bootstrap_units, calibration_lines, fmt_ci, fmt_num
+from skinlesion.reports.reliability import SELECTIVE_COVERAGES
 
 log = logging.getLogger(__name__)
 HASHES = ("phash", "dhash", "whash")
@@ -305,9 +303,7 @@ def model_card(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="model_card")
-def main(cfg: DictConfig) -> None:
-    run_task(model_card, cfg)
+main = command(model_card, "model_card")
 
 
 if __name__ == "__main__":

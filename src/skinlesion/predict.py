@@ -14,36 +14,22 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from skinlesion.cli import run_task
-from skinlesion.data.prepare import iter_class_files
-from skinlesion.errors import ConfigError, ImageDecodeError
+from skinlesion.core.errors import ConfigError, ImageDecodeError
+from skinlesion.core.task import command
 from skinlesion.inference.cam import png_bytes
+from skinlesion.inference.inputs import expand_inputs
 from skinlesion.inference.runtime import Backend, OnnxBackend, Predictor
-from skinlesion.paths import CONF_DIR
 
 log = logging.getLogger(__name__)
-
-
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given, and every non-hidden file below each folder given (sorted, links not followed)."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out.extend(f for f in iter_class_files(p, "") if not f.name.startswith("."))
-        else:
-            out.append(p)
-    return out
 
 
 def open_backend(path: Path, threads: int) -> Backend:
     """ONNX Runtime for ``.onnx`` (torch never imported), PyTorch for a Lightning checkpoint."""
     if path.suffix == ".onnx":
         return OnnxBackend(path, threads)
-    from skinlesion.models.inference import TorchBackend
+    from skinlesion.inference.torch_backend import TorchBackend
 
     return TorchBackend.load(path)
 
@@ -73,9 +59,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
-def main(cfg: DictConfig) -> None:
-    run_task(predict, cfg)
+main = command(predict, "predict")
 
 
 if __name__ == "__main__":

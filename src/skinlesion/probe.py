@@ -12,7 +12,6 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -22,15 +21,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
-from skinlesion.cli import run_task
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.errors import ConfigError
+from skinlesion.core.task import command
 from skinlesion.data.datamodule import ImageListDataset, SkinLesionDataModule, folder_items
-from skinlesion.data.prepare import assign_folds
+from skinlesion.data.splits import assign_folds
 from skinlesion.data.transforms import eval_transforms
-from skinlesion.errors import ConfigError
 from skinlesion.models.backbones import get_backbone
-from skinlesion.paths import CONF_DIR
 from skinlesion.reports.metrics import accuracy_f1
-from skinlesion.runs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +144,7 @@ def probe(cfg: DictConfig) -> dict:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="probe")
-def main(cfg: DictConfig) -> None:
-    run_task(probe, cfg)
+main = command(probe, "probe")
 
 
 if __name__ == "__main__":

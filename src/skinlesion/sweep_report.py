@@ -22,9 +22,10 @@ from omegaconf import DictConfig
 from optuna.importance import MeanDecreaseImpurityImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from skinlesion.cli import run_task
-from skinlesion.errors import SweepError
-from skinlesion.paths import CONF_DIR
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.errors import SweepError
+from skinlesion.core.paths import CONF_DIR
+from skinlesion.core.task import command
 from skinlesion.reports.sweep_plots import (
     TrialRecord,
     format_value,
@@ -33,9 +34,8 @@ from skinlesion.reports.sweep_plots import (
     plot_parallel,
     plot_score_by,
 )
-from skinlesion.runs import write_json
 from skinlesion.sweeps.study import ERROR_ATTR, OUTPUT_ATTR, is_interrupted, make_storage, reproduce
-from skinlesion.train import train
+from skinlesion.training.fit import train
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +254,7 @@ def sweep_report(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep_report")
-def main(cfg: DictConfig) -> dict:
-    return run_task(sweep_report, cfg)
+main = command(sweep_report, "sweep_report")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from skinlesion.paths import CONF_DIR
+from skinlesion.core.paths import CONF_DIR
 from tests.conftest import make_class_folders
 
 TINY = [
@@ -47,7 +47,7 @@ def compose_task(name: str, overrides: list[str], output_dir: Path | None = None
 
 def train_and_export(base: Path, data: Path) -> Deployed:
     from skinlesion.export import export
-    from skinlesion.train import train
+    from skinlesion.training.fit import train
 
     run = base / "run"
     train(compose_task("train", [f"data.root={data}", f"paths.output_root={base}", *TINY], run))

@@ -6,9 +6,9 @@ import shutil
 import pytest
 
 from skinlesion.calibrate import calibrate
-from skinlesion.evaluate import load_classifier
 from skinlesion.evaluate_abstention import evaluate_abstention
-from skinlesion.models.inference import thresholds_of
+from skinlesion.inference.loading import load_classifier
+from skinlesion.inference.torch_backend import thresholds_of
 from skinlesion.reports.nonskin import nonskin_set
 from tests.e2e.conftest import compose_task
 
@@ -52,7 +52,7 @@ def test_evaluate_abstains_exactly_where_the_predictor_does(deployed, tmp_path):
     from skinlesion.data.datamodule import folder_items
     from skinlesion.evaluate import evaluate
     from skinlesion.inference.runtime import Predictor
-    from skinlesion.models.inference import TorchBackend
+    from skinlesion.inference.torch_backend import TorchBackend
 
     run = tmp_path / "run"  # a copy: the session's model keeps its thresholds
     shutil.copytree(deployed.ckpt.parent.parent, run, ignore=shutil.ignore_patterns("export"))

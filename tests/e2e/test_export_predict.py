@@ -11,13 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+from skinlesion.core.errors import CheckpointError
 from skinlesion.data.images import load_image
-from skinlesion.errors import CheckpointError
-from skinlesion.export import check_parity, export, export_onnx, sha256_file
+from skinlesion.export import export
+from skinlesion.inference.inputs import expand_inputs
+from skinlesion.inference.onnx_export import check_parity, export_onnx, sha256_file
+from skinlesion.inference.torch_backend import TorchBackend, collect_outputs
 from skinlesion.models.abstention import AbstainParams, fit_abstention
 from skinlesion.models.classifier import SkinLesionClassifier
-from skinlesion.models.inference import TorchBackend, collect_outputs
-from skinlesion.predict import expand_inputs
 from tests.conftest import CLASSES, synthetic_image
 from tests.e2e.conftest import compose_task
 

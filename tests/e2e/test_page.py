@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from skinlesion.evaluate import checkpoint_datamodule, load_classifier, split_files
+from skinlesion.inference.loading import checkpoint_datamodule, load_classifier, split_files
 from skinlesion.serve.process import running_server
 from tests.conftest import CLASSES
 

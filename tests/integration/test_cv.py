@@ -10,7 +10,7 @@ import pytest
 
 from skinlesion.cv import cross_validate
 from skinlesion.cv_compare import compare
-from skinlesion.data.prepare import read_manifest
+from skinlesion.data.manifest import read_manifest
 from skinlesion.evaluate import evaluate
 from tests.integration.test_train_evaluate import FAST, run_cli
 

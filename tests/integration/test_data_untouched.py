@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from skinlesion.core.errors import DataError
 from skinlesion.data import prepare
-from skinlesion.errors import DataError
 from skinlesion.evaluate import evaluate
-from skinlesion.train import train
+from skinlesion.training.fit import train
 from tests.conftest import make_class_folders
 
 FAST = [

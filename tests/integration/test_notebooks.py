@@ -6,8 +6,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from skinlesion.paths import project_root
-from skinlesion.train import train
+from skinlesion.core.paths import project_root
+from skinlesion.training.fit import train
 
 NOTEBOOKS = sorted((project_root() / "notebooks").glob("*.ipynb"))
 

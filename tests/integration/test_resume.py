@@ -17,7 +17,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from skinlesion.train import train
+from skinlesion.training.fit import train
 from tests.conftest import make_class_folders
 
 REPO = Path(__file__).resolve().parents[2]

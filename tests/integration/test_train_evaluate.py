@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from skinlesion.data.datamodule import SkinLesionDataModule
-from skinlesion.evaluate import evaluate, load_classifier
+from skinlesion.evaluate import evaluate
+from skinlesion.inference.loading import load_classifier
 from skinlesion.models.classifier import SkinLesionClassifier
-from skinlesion.train import train
+from skinlesion.training.fit import train
 from tests.conftest import CLASSES, datamodule, quiet_trainer
 
 ARTEFACTS = [
@@ -148,7 +149,7 @@ def test_cli_short_non_default_run(tmp_path, real_slice):
     [
         (["skinlesion.train", "optimizer=foo"], 1, ["Could not find 'optimizer/foo'", "adamw", "rmsprop"]),
         (
-            ["skinlesion.data.prepare", "data.root=/nonexistent/msid"],
+            ["skinlesion.prepare", "data.root=/nonexistent/msid"],
             2,
             ["/nonexistent/msid does not exist", "dipuiucse/monkeypoxskinimagedataset"],
         ),

@@ -4,11 +4,12 @@ import lightning as L
 import pytest
 import torch
 
-from skinlesion.evaluate import load_classifier
+from skinlesion.inference.loading import load_classifier
+from skinlesion.inference.torch_backend import InferenceGraph, thresholds_of
 from skinlesion.models.abstention import AbstainParams, class_gaussian, fit_abstention
-from skinlesion.models.calibration import update_checkpoint_buffers
 from skinlesion.models.classifier import SkinLesionClassifier
-from skinlesion.models.inference import InferenceGraph, ood_score, thresholds_of
+from skinlesion.models.ood import ood_score
+from skinlesion.models.temperature import update_checkpoint_buffers
 
 CLASSES = ["a", "b", "c", "d"]
 

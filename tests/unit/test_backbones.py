@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skinlesion.errors import CheckpointError, ConfigError
+from skinlesion.core.errors import CheckpointError, ConfigError
 from skinlesion.models.backbones import BACKBONES, get_backbone, load_in_order
 from skinlesion.models.classifier import SkinLesionClassifier
 from tests.fixtures.make_reference_logits import fixed_input

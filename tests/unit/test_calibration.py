@@ -4,9 +4,9 @@ import lightning as L
 import pytest
 import torch
 
-from skinlesion.evaluate import load_classifier
-from skinlesion.models.calibration import fit_temperature, update_checkpoint_buffers
+from skinlesion.inference.loading import load_classifier
 from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.models.temperature import fit_temperature, update_checkpoint_buffers
 
 
 @pytest.mark.parametrize("true_t", [0.5, 1.0, 2.5])

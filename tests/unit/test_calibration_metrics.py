@@ -5,8 +5,9 @@ import pytest
 import torch
 from sklearn.metrics import log_loss
 
-from skinlesion.models.calibration import fit_temperature
-from skinlesion.reports.calibration import (
+from skinlesion.models.temperature import fit_temperature
+from skinlesion.reports.metrics import details_markdown
+from skinlesion.reports.reliability import (
     accuracy_coverage,
     brier_score,
     calibration_metrics,
@@ -16,7 +17,6 @@ from skinlesion.reports.calibration import (
     selective_metrics,
     softmax,
 )
-from skinlesion.reports.metrics import details_markdown
 
 
 def test_ece_by_hand():

@@ -6,9 +6,9 @@ import hydra.utils
 import pytest
 import torch
 
+from skinlesion.core.paths import CONF_DIR
 from skinlesion.models.classifier import SkinLesionClassifier
-from skinlesion.paths import CONF_DIR
-from skinlesion.train import build_model, plain
+from skinlesion.training.fit import build_model, plain
 
 CLASSES = ["a", "b", "c", "d"]
 

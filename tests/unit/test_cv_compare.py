@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from skinlesion.core.errors import ConfigError, DataError
 from skinlesion.cv_compare import compare, paired_difference
-from skinlesion.errors import ConfigError, DataError
 from tests.integration.test_train_evaluate import run_cli
 
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 import torch
 
+from skinlesion.core.errors import DataError
 from skinlesion.data.datamodule import SkinLesionDataModule
-from skinlesion.errors import DataError
 from tests.conftest import CLASSES, datamodule
 
 

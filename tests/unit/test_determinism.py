@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from skinlesion.checkpoints import save_checkpoint
+from skinlesion.core.checkpoints import save_checkpoint
+from skinlesion.core.determinism import EpochSampler, derive_seed
+from skinlesion.core.errors import CheckpointError
+from skinlesion.core.resume import ResumableCSVLogger, inspect_checkpoint
 from skinlesion.data.datamodule import SkinLesionDataModule
-from skinlesion.data.prepare import PrepareParams, prepare
-from skinlesion.determinism import EpochSampler, derive_seed
-from skinlesion.errors import CheckpointError
-from skinlesion.resume import ResumableCSVLogger, inspect_checkpoint
+from skinlesion.data.manifest import PrepareParams, prepare
 from tests.conftest import CLASSES
 
 
@@ -148,7 +148,7 @@ def test_manifest_is_byte_identical_in_another_process(tmp_path, synthetic_root)
     prepare(synthetic_root, tmp_path / "here", PrepareParams.from_config(CLASSES, None, None, "train"))
     args = [f"data.root={synthetic_root}", f"paths.output_root={tmp_path / 'there'}"]
     r = subprocess.run(
-        [sys.executable, "-m", "skinlesion.data.prepare", *args],
+        [sys.executable, "-m", "skinlesion.prepare", *args],
         env=os.environ | {"PYTHONHASHSEED": "12345"},
         capture_output=True,
         text=True,

@@ -11,9 +11,9 @@ from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.fabric.strategies.launchers.subprocess_script import _hydra_subprocess_cmd
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
-from skinlesion.devices import gpus_for_job, place_trial, ranks_rerun_this_job, trainer_kwargs
-from skinlesion.errors import ConfigError
-from skinlesion.paths import CONF_DIR
+from skinlesion.core.devices import gpus_for_job, place_trial, ranks_rerun_this_job, trainer_kwargs
+from skinlesion.core.errors import ConfigError
+from skinlesion.core.paths import CONF_DIR
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from skinlesion.core.errors import DataError
 from skinlesion.data.datamodule import SkinLesionDataModule
-from skinlesion.data.prepare import assign_folds, fold_rows
-from skinlesion.errors import DataError
+from skinlesion.data.splits import assign_folds, fold_rows
 from tests.conftest import CLASSES
 from tests.unit.test_prepare import add_duplicates
 

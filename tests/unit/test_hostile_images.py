@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from skinlesion.core.errors import ImageDecodeError
 from skinlesion.data.images import DEFAULT_LIMITS, DecodeLimits, load_image, printable
-from skinlesion.data.prepare import PrepareParams, prepare, read_manifest
-from skinlesion.errors import ImageDecodeError
+from skinlesion.data.manifest import PrepareParams, prepare, read_manifest
 from tests.conftest import CLASSES, make_class_folders
 from tests.hostile import attempt, encode, hostile_corpus, noisy, unusual_but_valid
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from skinlesion.core.errors import ImageDecodeError
 from skinlesion.data.images import DecodeLimits, decode_image, load_image
-from skinlesion.errors import ImageDecodeError
 
 NOISY = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
 

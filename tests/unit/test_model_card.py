@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from skinlesion.core.artifacts import provenance, write_json
+from skinlesion.core.errors import DataError
 from skinlesion.data.datamodule import ImageListDataset
-from skinlesion.data.prepare import PrepareParams, prepare, prepared_dir, read_manifest
-from skinlesion.errors import DataError
-from skinlesion.evaluate import write_evaluation
+from skinlesion.data.manifest import PrepareParams, prepare, prepared_dir, read_manifest
 from skinlesion.model_card import model_card, numbering_gaps
-from skinlesion.reports.cv import cv_matches_run, summarise_folds, training_signature
+from skinlesion.reports.evaluation import write_evaluation
+from skinlesion.reports.folds import cv_matches_run, summarise_folds, training_signature
 from skinlesion.reports.metrics import fmt_ci
-from skinlesion.runs import provenance, write_json
 from tests.conftest import CLASSES
 from tests.unit.test_metrics import random_predictions
 from tests.unit.test_prepare import add_duplicates

@@ -7,8 +7,8 @@ from collections import Counter, defaultdict
 import pytest
 from PIL import Image
 
-from skinlesion.data.prepare import PrepareParams, ensure_prepared, prepare, read_manifest
-from skinlesion.errors import DataError
+from skinlesion.core.errors import DataError
+from skinlesion.data.manifest import PrepareParams, ensure_prepared, prepare, read_manifest
 from tests.conftest import CLASSES, make_class_folders
 
 PARAMS = PrepareParams.from_config(CLASSES, {"seed": 7}, None, "train")

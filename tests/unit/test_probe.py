@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skinlesion.errors import ConfigError
+from skinlesion.core.errors import ConfigError
 from skinlesion.probe import probe
 from tests.conftest import make_class_folders
 

@@ -13,9 +13,9 @@ from importlib import metadata
 import pytest
 import torch
 
-from skinlesion.evaluate import check_manifest
+from skinlesion.core.artifacts import provenance, record_run
+from skinlesion.inference.loading import check_manifest
 from skinlesion.models.classifier import SkinLesionClassifier
-from skinlesion.runs import provenance, record_run
 from tests.conftest import CLASSES
 
 

@@ -10,14 +10,14 @@ import lightning as L
 import pytest
 import torch
 
-from skinlesion.checkpoints import SafeCheckpointIO, load_checkpoint
+from skinlesion.core.checkpoints import SafeCheckpointIO, load_checkpoint
+from skinlesion.core.errors import CheckpointError
 from skinlesion.data.datamodule import SkinLesionDataModule
-from skinlesion.errors import CheckpointError
-from skinlesion.evaluate import load_classifier
+from skinlesion.inference.loading import load_classifier
 from skinlesion.models.backbones import load_in_order
-from skinlesion.models.calibration import update_checkpoint_buffers
 from skinlesion.models.classifier import SkinLesionClassifier
-from skinlesion.train import train
+from skinlesion.models.temperature import update_checkpoint_buffers
+from skinlesion.training.fit import train
 from tests.conftest import CLASSES, quiet_trainer
 
 REFUSED = r"refused to load .*could run code.*Unsupported global"

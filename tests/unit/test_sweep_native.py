@@ -1,4 +1,4 @@
-"""``python -m skinlesion.sweep``: trials report every epoch and a pruned trial stops early."""
+"""``python -m skinlesion.sweep_native``: trials report every epoch and a pruned trial stops early."""
 
 import subprocess
 import sys
@@ -16,7 +16,7 @@ def test_native_sweep_reports_each_epoch_and_prunes(tmp_path, synthetic_root):
         [
             sys.executable,
             "-m",
-            "skinlesion.sweep",
+            "skinlesion.sweep_native",
             "hparams_search=optuna_cpu",
             "model=simple_cnn",
             "data.image_size=16",

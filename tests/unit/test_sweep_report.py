@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 from optuna.trial import TrialState, create_trial
 
-from skinlesion.errors import SweepError
-from skinlesion.paths import CONF_DIR
+from skinlesion.core.errors import SweepError
+from skinlesion.core.paths import CONF_DIR
 from skinlesion.sweep_report import load_study, write_report
 from skinlesion.sweeps.study import ERROR_ATTR, FIXED_ATTR
 

@@ -5,8 +5,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 
-from skinlesion.errors import ConfigError
-from skinlesion.paths import CONF_DIR
+from skinlesion.core.errors import ConfigError
+from skinlesion.core.paths import CONF_DIR
 from skinlesion.sweeps.space import configure_trial, design, parse_conditional, parse_space
 from skinlesion.sweeps.study import FIXED_ATTR
 

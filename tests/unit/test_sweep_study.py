@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 from optuna.trial import TrialState
 
-from skinlesion.errors import ConfigError
+from skinlesion.core.errors import ConfigError
 from skinlesion.sweeps.study import (
     ERROR_ATTR,
     budget_left,

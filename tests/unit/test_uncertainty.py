@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from skinlesion.evaluate import abstention_mask
+from skinlesion.inference.torch_backend import abstention_mask
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.reports.metrics import (
     Bootstrap,

@@ -11,12 +11,12 @@ import textwrap
 import pytest
 import torch
 
-from skinlesion.checkpoints import SafeCheckpointIO, load_checkpoint
-from skinlesion.cli import run_task
-from skinlesion.evaluate import load_classifier
-from skinlesion.resume import remove_partial_files
-from skinlesion.runs import TMP_INFIX, atomic_write, write_json
-from skinlesion.train import train
+from skinlesion.core.artifacts import TMP_INFIX, atomic_write, write_json
+from skinlesion.core.checkpoints import SafeCheckpointIO, load_checkpoint
+from skinlesion.core.resume import remove_partial_files
+from skinlesion.core.task import run_task
+from skinlesion.inference.loading import load_classifier
+from skinlesion.training.fit import train
 
 
 def partial_files(directory) -> list:
@@ -67,7 +67,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, torch
-        from skinlesion.checkpoints import save_checkpoint
+        from skinlesion.core.checkpoints import save_checkpoint
         save_checkpoint({{"epoch": 0, "w": torch.arange(1000.0)}}, {str(best)!r})
         def dying_save(obj, fh, *a, **k):
             fh.write(b"PK\\x03\\x04" + b"x" * 4096)

@@ -16,22 +16,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from skinlesion.checkpoints import SafeLoading
+from skinlesion.core.checkpoints import SafeLoading
+from skinlesion.core.determinism import EpochSampler
+from skinlesion.core.errors import DataError, ImageDecodeError
+from skinlesion.core.paths import default_data_root
 from skinlesion.data.images import load_image, printable
-from skinlesion.data.prepare import (
-    PrepareParams,
-    ensure_prepared,
-    fold_rows,
-    iter_class_files,
-    read_manifest,
-)
-from skinlesion.data.prepare import (
-    prepared_dir as prepared_dir_for,
-)
+from skinlesion.data.manifest import PrepareParams, ensure_prepared, read_manifest
+from skinlesion.data.manifest import prepared_dir as prepared_dir_for
+from skinlesion.data.scan import iter_class_files
+from skinlesion.data.splits import fold_rows
 from skinlesion.data.transforms import AugmentParams, eval_transforms, train_transforms
-from skinlesion.determinism import EpochSampler
-from skinlesion.errors import DataError, ImageDecodeError
-from skinlesion.paths import default_data_root
 
 log = logging.getLogger(__name__)
 

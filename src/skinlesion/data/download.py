@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from skinlesion.data.prepare import KAGGLE_DATASET, missing_root_message
-from skinlesion.errors import DataError
+from skinlesion.core.errors import DataError
+from skinlesion.data.scan import KAGGLE_DATASET, missing_root_message
 
 CLASSES = ("Chickenpox", "Measles", "Monkeypox", "Normal")
 

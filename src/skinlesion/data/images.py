@@ -2,7 +2,7 @@
 
 Prepare, the DataModule, predict and serve all call :func:`load_image` / :func:`decode_image`, so
 a file is accepted or refused by the same rules everywhere. Every failure becomes an
-:class:`~skinlesion.errors.ImageDecodeError` whose message names the file and the problem.
+:class:`~skinlesion.core.errors.ImageDecodeError` whose message names the file and the problem.
 
 Hostile input is bounded before any pixel is decoded: the file size, the pixel count read from
 the header (decompression bombs), the side lengths and aspect ratio, and the formats Pillow may
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from skinlesion.errors import ImageDecodeError
+from skinlesion.core.errors import ImageDecodeError
 
 # Photo formats, as Pillow names its openers (JPEG also opens the MPO files of phone cameras).
 PHOTO_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")

@@ -3,7 +3,7 @@
 Two gates, fitted on the validation split after training (``skinlesion.models.abstention``) and
 checked in this order:
 
-1. ``out_of_distribution``: the photo's multi-layer Mahalanobis score (``skinlesion.models.inference``)
+1. ``out_of_distribution``: the photo's multi-layer Mahalanobis score (``skinlesion.models.ood``)
    is higher than on all but a small share of the validation photos: "not a recognisable skin lesion";
 2. ``low_confidence``: the calibrated probability of the top class is below the confidence
    threshold: "unsure".

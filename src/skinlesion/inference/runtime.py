@@ -1,7 +1,7 @@
 """The predictor behind ``predict`` and ``serve``: decode, preprocess, run a backend, decide, explain.
 
 A backend turns one image into the model's outputs (``OUTPUTS``): the ONNX Runtime backend here,
-or the checkpoint backend in ``skinlesion.models.inference``. Everything after the forward pass is
+or the checkpoint backend in ``skinlesion.inference.torch_backend``. Everything after the forward pass is
 shared NumPy, so the two backends answer the same (``tests`` compare them).
 """
 
@@ -16,8 +16,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from skinlesion.core.errors import CheckpointError
 from skinlesion.data.images import DecodeLimits, decode_image, load_image
-from skinlesion.errors import CheckpointError
 from skinlesion.inference.cam import overlay
 from skinlesion.inference.decision import Thresholds, decide
 from skinlesion.inference.preprocess import model_view, normalise

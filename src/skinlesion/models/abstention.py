@@ -22,7 +22,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 
 from skinlesion.models.classifier import SkinLesionClassifier
-from skinlesion.models.inference import mahalanobis, ood_score
+from skinlesion.models.ood import mahalanobis, ood_score
 
 
 @dataclass(frozen=True)

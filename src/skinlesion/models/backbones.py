@@ -3,7 +3,7 @@
 Each backbone is a feature extractor (image -> pooled vector) that exposes ``stages``, the ordered
 blocks from input to output, so that "freeze the first k stages" means the same for every model,
 and ``feature_map``, the last convolutional map before global average pooling, which makes the
-class activation map of the linear head exact (``skinlesion.models.inference``).
+class activation map of the linear head exact (``skinlesion.inference.torch_backend``).
 The normalisation (mean, std) belongs to the backbone and travels with the checkpoint.
 """
 
@@ -19,8 +19,8 @@ import torch
 import torchvision
 from torch import nn
 
-from skinlesion.checkpoints import load_checkpoint
-from skinlesion.errors import CheckpointError, ConfigError
+from skinlesion.core.checkpoints import load_checkpoint
+from skinlesion.core.errors import CheckpointError, ConfigError
 from skinlesion.models.simple_cnn import SimpleCNN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

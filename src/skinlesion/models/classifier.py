@@ -5,7 +5,7 @@ can warn when the data under a checkpoint has changed. Every hyper-parameter is 
 (the optimizer, scheduler and regularizer arrive as plain ``_target_`` dicts), so checkpoints
 load with ``weights_only=True`` and carry their class names, preprocessing and the exact recipe
 that produced them. ``load_from_checkpoint`` always loads with ``weights_only=True``
-(:class:`skinlesion.checkpoints.SafeLoading`).
+(:class:`skinlesion.core.checkpoints.SafeLoading`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torchmetrics.classification import (
 )
 from torchvision.transforms import v2
 
-from skinlesion.checkpoints import SafeLoading
+from skinlesion.core.checkpoints import SafeLoading
 from skinlesion.models.backbones import get_backbone
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}

@@ -152,7 +152,7 @@ def plot_roc_curves(
 def plot_reliability(panels: Sequence[tuple[str, dict[str, np.ndarray], float]], path: Path) -> Path:
     """Reliability diagrams side by side, e.g. before and after temperature scaling.
 
-    Each panel is (title, :func:`skinlesion.reports.calibration.reliability_bins`, ECE): bars are the
+    Each panel is (title, :func:`skinlesion.reports.reliability.reliability_bins`, ECE): bars are the
     accuracy in each confidence bin, red lines its mean confidence (a bar below its line means
     over-confidence), the diagonal is perfect calibration, the numbers are images per bin.
     """
@@ -183,7 +183,7 @@ def plot_accuracy_coverage(
     own_rule: tuple[float, float] | None = None,
 ) -> Path:
     """Accuracy on the answered images against the share answered, abstaining on the least confident
-    first (:func:`skinlesion.reports.calibration.accuracy_coverage`). ``own_rule`` (coverage,
+    first (:func:`skinlesion.reports.reliability.accuracy_coverage`). ``own_rule`` (coverage,
     accuracy) marks where the checkpoint's own abstention (confidence and out-of-distribution gates)
     landed, which need not lie on the curve."""
     fig, ax = subplots(figsize=(5.5, 4))

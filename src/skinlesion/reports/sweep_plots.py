@@ -27,7 +27,7 @@ class TrialRecord:
     state: str
     value: float | None
     params: dict[str, Any] = field(default_factory=dict)
-    curve: tuple[float, ...] = ()  # val macro-F1 per epoch, when it was reported (skinlesion.sweep)
+    curve: tuple[float, ...] = ()  # val macro-F1 per epoch, when it was reported (skinlesion.sweep_native)
 
 
 def plot_history(records: Sequence[TrialRecord], path: Path) -> Path:

@@ -13,13 +13,11 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from skinlesion.cli import run_task
-from skinlesion.errors import ConfigError
+from skinlesion.core.errors import ConfigError
+from skinlesion.core.task import command
 from skinlesion.inference.runtime import UPLOAD_LIMITS, OnnxBackend, Predictor
-from skinlesion.paths import CONF_DIR
 
 log = logging.getLogger("skinlesion.serve")
 
@@ -49,9 +47,7 @@ def serve(cfg: DictConfig) -> None:
         )
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="serve")
-def main(cfg: DictConfig) -> None:
-    run_task(serve, cfg)
+main = command(serve, "serve")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from PIL import UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from skinlesion import __version__
-from skinlesion.cli import root_cause
-from skinlesion.errors import ImageDecodeError
+from skinlesion.core.errors import ImageDecodeError
+from skinlesion.core.task import root_cause
 from skinlesion.inference.cam import png_bytes
 from skinlesion.inference.runtime import Predictor
 

@@ -5,7 +5,7 @@ repeats the whole budget; a NaN objective makes ``study.tell`` raise inside its 
 ends the sweep; ``max_failure_rate`` is checked per batch, so with one trial at a time (the
 default) a single failure stops the sweep; and a killed trial stays RUNNING for ever. This
 subclass keeps its search-space grammar and launcher handling and replaces the loop with the one
-in ``skinlesion.sweeps.loop``, shared with ``python -m skinlesion.sweep``.
+in ``skinlesion.sweeps.loop``, shared with ``python -m skinlesion.sweep_native``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from optuna import Study
 from optuna.trial import Trial, TrialState
 
-from skinlesion.errors import ConfigError
+from skinlesion.core.errors import ConfigError
 from skinlesion.sweeps.loop import open_sweep, run_sweep
 from skinlesion.sweeps.study import OUTPUT_ATTR, finish_trial
 

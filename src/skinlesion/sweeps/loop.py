@@ -1,4 +1,4 @@
-"""One sweep from start to end, shared by the Hydra sweeper and ``python -m skinlesion.sweep``.
+"""One sweep from start to end, shared by the Hydra sweeper and ``python -m skinlesion.sweep_native``.
 
 ``open_sweep`` reads a ``hydra.sweeper`` config node, opens (or resumes) its study and checks the
 search space against it; ``run_sweep`` runs batches of trials until the study's budget is spent
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from skinlesion.errors import SweepError
+from skinlesion.core.errors import SweepError
 from skinlesion.sweeps.space import Conditional, configure_trial, design, parse_conditional, parse_space
 from skinlesion.sweeps.study import (
     budget_left,

@@ -7,7 +7,7 @@ adds parameters that exist only for some choices::
     regularizer.l1: {if: {regularizer: [l1, elastic]}, suggest: "tag(log, interval(1e-7, 1e-4))"}
 
 so a trial with ``regularizer=none`` never carries a meaningless strength, and TPE models each
-strength only on the trials where it applies. The Hydra sweeper and ``python -m skinlesion.sweep``
+strength only on the trials where it applies. The Hydra sweeper and ``python -m skinlesion.sweep_native``
 read the same config through this module.
 """
 
@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.trial import Trial
 
-from skinlesion.errors import ConfigError
+from skinlesion.core.errors import ConfigError
 from skinlesion.sweeps.study import FIXED_ATTR, trial_overrides
 
 

@@ -1,6 +1,6 @@
 """Optuna studies that survive being stopped: storage, budget, interrupted trials, outcomes.
 
-Shared by the Hydra sweeper (``--multirun hparams_search=...``) and ``python -m skinlesion.sweep``.
+Shared by the Hydra sweeper (``--multirun hparams_search=...``) and ``python -m skinlesion.sweep_native``.
 
 - ``n_trials`` is the budget of the *study*, not of one command: running the same command again
   runs only the trials still missing, and several machines sharing one database split the budget.
@@ -36,7 +36,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import make_url
 
-from skinlesion.errors import ConfigError
+from skinlesion.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

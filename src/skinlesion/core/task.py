@@ -1,4 +1,5 @@
-"""What every ``python -m skinlesion.<task>`` shares: clear one-line errors instead of tracebacks."""
+"""What every ``python -m skinlesion.<task>`` shares: one Hydra entry point, and clear one-line errors
+instead of tracebacks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
@@ -17,7 +19,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from skinlesion.errors import SkinLesionError
+from skinlesion.core.errors import SkinLesionError
+from skinlesion.core.paths import CONF_DIR
 
 log = logging.getLogger("skinlesion")
 T = TypeVar("T")
@@ -102,3 +105,18 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
             raise
         hint = WHERE_TO if e.errno in STORAGE_ERRNOS else "check the path and its permissions"
         fail(cfg, f"{e.strerror}: {e.filename or 'an output file'}; {hint}")
+
+
+def command(task: Callable[[DictConfig], T], config_name: str) -> Callable[[], T]:
+    """The entry point of ``python -m skinlesion.<config_name>``: compose ``conf/<config_name>.yaml``
+    (plus the command line) and run ``task`` through :func:`run_task`.
+
+    Usage, at the bottom of a command module: ``main = command(evaluate, "evaluate")``.
+    """
+
+    def main(cfg: DictConfig) -> T:
+        return run_task(task, cfg)
+
+    main.__module__ = f"skinlesion.{config_name}"  # Hydra names the job (and its log file) after it
+    main.__doc__ = task.__doc__
+    return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(main)

@@ -10,7 +10,7 @@ the guard off.
 Lightning's own checkpoint writer goes through fsspec, which stages the file in the system temp
 directory and moves it into place; across file systems that move is a copy into the target, so a
 full disk can leave a truncated ``best.ckpt`` in place of a good one. :class:`SafeCheckpointIO`
-writes next to the target, syncs and renames instead (:func:`skinlesion.runs.atomic_write`).
+writes next to the target, syncs and renames instead (:func:`skinlesion.core.artifacts.atomic_write`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _load as lightning_load
 
-from skinlesion.errors import CheckpointError
-from skinlesion.runs import atomic_write
+from skinlesion.core.artifacts import atomic_write
+from skinlesion.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 

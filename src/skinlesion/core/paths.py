@@ -17,7 +17,7 @@ def project_root() -> Path:
     """The checkout that holds ``conf/`` (editable install), or ``$SKINLESION_HOME``."""
     if env := os.environ.get("SKINLESION_HOME"):
         return Path(env).resolve()
-    candidate = PACKAGE_DIR.parents[1]
+    candidate = PACKAGE_DIR.parents[2]
     if (candidate / "conf").is_dir():
         return candidate
     return Path.cwd()

@@ -14,8 +14,6 @@ layer, which fine-tuning bends toward the four classes.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,48 +22,13 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from skinlesion.core.errors import CheckpointError
 from skinlesion.data.transforms import eval_transforms
-from skinlesion.errors import CheckpointError
-from skinlesion.evaluate import load_classifier
 from skinlesion.inference.decision import Thresholds
+from skinlesion.inference.loading import load_classifier
 from skinlesion.inference.runtime import OUTPUTS, ModelInfo
 from skinlesion.models.classifier import SkinLesionClassifier
-
-
-@contextlib.contextmanager
-def captured(modules: Sequence[nn.Module]) -> Iterator[list[torch.Tensor]]:
-    """Collect the outputs of ``modules`` (in call order) during a forward pass."""
-    outputs: list[torch.Tensor] = []
-    handles = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out)) for m in modules]
-    try:
-        yield outputs
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def mahalanobis(features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
-    """Squared Mahalanobis distance of each row to the nearest of the class ``means``."""
-    diff = features[:, None, :] - means[None]  # (N, C, D)
-    return torch.einsum("ncd,de,nce->nc", diff, precision, diff).min(dim=1).values
-
-
-def ood_statistics(model: SkinLesionClassifier) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [
-        (getattr(model, f"ood_mean_{j}"), getattr(model, f"ood_precision_{j}"))
-        for j in range(len(model.ood_taps))
-    ]
-
-
-def ood_score(model: SkinLesionClassifier, taps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean over tapped stages of the val-median-scaled Mahalanobis distance; 0 when not fitted."""
-    if model.ood_scale.numel() == 0:
-        return torch.zeros(taps[0].shape[0], device=taps[0].device)
-    scores = [
-        mahalanobis(t.float(), mean, precision) / model.ood_scale[j]
-        for j, (t, (mean, precision)) in enumerate(zip(taps, ood_statistics(model), strict=True))
-    ]
-    return torch.stack(scores, dim=1).mean(dim=1)
+from skinlesion.models.ood import captured, ood_score
 
 
 def thresholds_of(model: SkinLesionClassifier) -> Thresholds:
@@ -142,3 +105,28 @@ def collect_outputs(model: SkinLesionClassifier, loader) -> dict:
         "taps": [torch.cat(parts) for parts in zip(*taps, strict=True)],
         "targets": torch.cat(targets),
     }
+
+
+def abstention_mask(model: SkinLesionClassifier, probs: np.ndarray, loader=None) -> np.ndarray | None:
+    """Which images the model declines to answer, by the gates fitted into the checkpoint.
+
+    The same rule as ``inference.decision.decide``: out-of-distribution score above its threshold
+    (computed from ``loader``, the images behind ``probs`` in order), or top probability below the
+    confidence threshold. None when the checkpoint has no fitted gate (no abstention figures).
+    """
+    from skinlesion.inference.torch_backend import collect_outputs, thresholds_of
+    from skinlesion.models.ood import ood_score
+
+    gates = thresholds_of(model)
+    if gates.confidence is None and gates.ood_score is None:
+        return None
+    abstained = np.zeros(len(probs), dtype=bool)
+    if gates.ood_score is not None:
+        if loader is None:
+            raise ValueError("the out-of-distribution gate needs the images (loader=...)")
+        device = model.temperature.device
+        taps = [t.to(device) for t in collect_outputs(model, loader)["taps"]]
+        abstained |= ood_score(model, taps).cpu().numpy() > gates.ood_score
+    if gates.confidence is not None:
+        abstained |= np.asarray(probs).max(1) < gates.confidence
+    return abstained

@@ -19,9 +19,9 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from skinlesion.checkpoints import load_checkpoint
-from skinlesion.errors import CheckpointError
-from skinlesion.runs import TMP_INFIX, atomic_write_bytes
+from skinlesion.core.artifacts import TMP_INFIX, atomic_write_bytes
+from skinlesion.core.checkpoints import load_checkpoint
+from skinlesion.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 

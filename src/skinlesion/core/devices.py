@@ -23,8 +23,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, read_write
 
-from skinlesion.cli import in_multirun
-from skinlesion.errors import ConfigError
+from skinlesion.core.errors import ConfigError
+from skinlesion.core.task import in_multirun
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
-"""``python -m skinlesion.sweeps.bench`` (``make sweep-bench``): measure the sweep floors.
+"""``python -m skinlesion.sweep_bench`` (``make sweep-bench``): measure the sweep floors.
 
 - ``floor``: one fresh sweep of ``search`` (optuna_cpu: 8 trials x 2 epochs at 48 px): wall time
   and the load average around it (the machine may be shared).
 - ``resume``: the same sweep killed with SIGKILL once ``kill_after`` trials have completed, then the
   same command again: how many jobs the second run launched and how every trial ended.
-- ``pruning``: ``python -m skinlesion.sweep`` with the pruner and with ``pruner=none`` on the same
+- ``pruning``: ``python -m skinlesion.sweep_native`` with the pruner and with ``pruner=none`` on the same
   budget: epochs trained, wall time and best val macro-F1, and their ratios.
 
 Every sweep gets a fresh study in ``<output_dir>/bench.db``; results go to ``bench.json`` and
@@ -23,14 +23,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import hydra
 import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from skinlesion.cli import run_task
-from skinlesion.paths import CONF_DIR
-from skinlesion.runs import write_json
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.task import command
 from skinlesion.sweeps.study import is_interrupted, make_storage
 
 log = logging.getLogger(__name__)
@@ -128,7 +126,7 @@ class Bench:
         for pruner in (self.cfg.pruning.pruner, "none"):
             study = f"pruning-{pruner}-{self.stamp}"
             extra = [f"hydra.sweeper.n_trials={self.cfg.pruning.n_trials}", f"pruner={pruner}"]
-            command = self.command("skinlesion.sweep", study, *extra, *self.cfg.pruning.overrides)
+            command = self.command("skinlesion.sweep_native", study, *extra, *self.cfg.pruning.overrides)
             runs[pruner] = self.timed(command, study) | self.outcome(study)
         pruned, full = runs[self.cfg.pruning.pruner], runs["none"]
         return runs | {
@@ -149,7 +147,7 @@ def markdown(results: dict) -> str:
                 out.append(f"{indent}- {k}: `{v}`")
         return out
 
-    lines = ["# Sweep measurements", "", "Written by `python -m skinlesion.sweeps.bench`.", ""]
+    lines = ["# Sweep measurements", "", "Written by `python -m skinlesion.sweep_bench`.", ""]
     for part, r in results.items():
         lines += [f"## {part}", "", *bullets(r), ""]
     return "\n".join(lines)
@@ -168,9 +166,7 @@ def bench(cfg: DictConfig) -> dict:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep_bench")
-def main(cfg: DictConfig) -> dict:
-    return run_task(bench, cfg)
+main = command(bench, "sweep_bench")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import BinaryIO
 
-from skinlesion.paths import project_root
+from skinlesion.core.paths import project_root
 
 TRACKED_PACKAGES = (
     "skinlesion",

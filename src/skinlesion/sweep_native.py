@@ -1,8 +1,8 @@
-"""``python -m skinlesion.sweep``: the search of ``hparams_search=...``, with pruning.
+"""``python -m skinlesion.sweep_native``: the search of ``hparams_search=...``, with pruning.
 
 The Hydra sweeper hears of a trial only when it ends, so it cannot stop a bad one early. This
 entry point runs the same search space against the same study storage in an Optuna loop of its
-own: each trial composes ``conf/sweep.yaml`` with its parameters, trains in this process, and
+own: each trial composes ``conf/sweep_native.yaml`` with its parameters, trains in this process, and
 reports val macro-F1 after every epoch to the pruner (``pruner=median|hyperband|none``). Trials
 run one at a time; start several processes on one storage to run more at once. Trials write to
 ``<run dir>/trial-<number>/``.
@@ -19,12 +19,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from optuna.trial import Trial, TrialState
 
-from skinlesion.cli import run_task
-from skinlesion.paths import CONF_DIR
+from skinlesion.core.task import command
 from skinlesion.sweeps.loop import open_sweep, run_sweep
 from skinlesion.sweeps.pruning import OptunaPruning
 from skinlesion.sweeps.study import OUTPUT_ATTR, finish_trial
-from skinlesion.train import train
+from skinlesion.training.fit import train
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def run_trial(study: optuna.Study, trial: Trial, overrides: list[str], output_di
     """Compose the trial's config, train it with the pruning callback, and tell the study."""
     attrs = {OUTPUT_ATTR: str(output_dir)}
     try:
-        cfg = hydra.compose("sweep", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+        cfg = hydra.compose("sweep_native", overrides=[*overrides, f"paths.output_dir={output_dir}"])
         value = train(cfg, extra_callbacks=[OptunaPruning(trial)])
     except optuna.TrialPruned:
         return finish_trial(study, trial, pruned=True, attrs=attrs)
@@ -68,9 +67,7 @@ def sweep(cfg: DictConfig) -> float | None:
     return best.value if best else None
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep")
-def main(cfg: DictConfig) -> float | None:
-    return run_task(sweep, cfg)
+main = command(sweep, "sweep_native")
 
 
 if __name__ == "__main__":

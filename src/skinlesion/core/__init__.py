@@ -1,0 +1,1 @@
+"""Run plumbing shared by every command: errors, paths, artefacts, checkpoints, resume, devices."""

@@ -1,0 +1,101 @@
+"""Splits and folds by group: a duplicate group never straddles train, val and test, or two folds,
+and the split of a file depends only on its group, its label and the seed."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from skinlesion.core.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    seed: int = 42
+
+
+def allocate_groups(labels: dict[str, list[str]], fractions: dict, seed: int) -> tuple[dict, list[str]]:
+    """Stratified, grouped allocation of whole groups to bins (splits or folds) by target fraction.
+
+    ``labels`` maps each group to its members' labels. Per class, the groups are shuffled and each
+    goes to the bin furthest below its target share of that class's images (ties: the first bin in
+    ``fractions``), so every bin gets its share of every class and no group is ever cut. Groups
+    carrying two labels get no bin; they come back, sorted, as the second value.
+    """
+    by_class: dict[str, list[str]] = defaultdict(list)
+    conflicts = []
+    for g in sorted(labels):
+        distinct = set(labels[g])
+        if len(distinct) > 1:
+            conflicts.append(g)
+        else:
+            by_class[distinct.pop()].append(g)
+    rng = random.Random(seed)
+    mapping: dict = {}
+    for label in sorted(by_class):
+        gs = by_class[label]
+        rng.shuffle(gs)
+        total = sum(len(labels[g]) for g in gs)
+        count = dict.fromkeys(fractions, 0)
+        for g in gs:
+            chosen = max(fractions, key=lambda b: fractions[b] * total - count[b])
+            mapping[g] = chosen
+            count[chosen] += len(labels[g])
+    return mapping, conflicts
+
+
+def assign_splits(
+    labels_of: Sequence[str], groups: Sequence[str], split: SplitParams, on_conflict: str
+) -> tuple[dict[str, str], list[str]]:
+    """Map group -> split, stratified by class and grouped; returns (mapping, conflict groups).
+
+    ``labels_of[i]`` is the label of the file in ``groups[i]``; a group with two labels goes to train
+    (``on_conflict="train"``) or is excluded.
+    """
+    labels: dict[str, list[str]] = defaultdict(list)
+    for label, g in zip(labels_of, groups, strict=True):
+        labels[g].append(label)
+    fractions = {"train": split.train, "val": split.val, "test": split.test}
+    mapping, conflicts = allocate_groups(labels, fractions, split.seed)
+    for g in conflicts:
+        mapping[g] = "train" if on_conflict == "train" else "excluded"
+    return mapping, conflicts
+
+
+def assign_folds(rows: list[dict[str, str]], n_folds: int, seed: int) -> dict[str, int | None]:
+    """Group -> fold for cross-validation over the given manifest rows, by the split's rules.
+
+    Stratified by class and grouped like :func:`assign_splits`; a label-conflict group gets no fold
+    (None): it is only ever in the training part.
+    """
+    if n_folds < 2:
+        raise DataError(f"cross-validation needs at least 2 folds, got n_folds={n_folds}")
+    labels: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        labels[r["group"]].append(r["label"])
+    mapping, conflicts = allocate_groups(labels, dict.fromkeys(range(n_folds), 1 / n_folds), seed)
+    return mapping | dict.fromkeys(conflicts)
+
+
+def fold_rows(rows: list[dict[str, str]], fold: int, n_folds: int, seed: int) -> list[dict[str, str]]:
+    """The manifest with train + val re-split for one fold: that fold's groups are val, the rest train.
+
+    The test rows (and excluded ones) are left as they are: cross-validation never touches them.
+    """
+    if not 0 <= fold < n_folds:
+        raise DataError(f"fold must be in 0..{n_folds - 1} for n_folds={n_folds}, got {fold}")
+    pool = [r for r in rows if r["split"] in ("train", "val")]
+    folds = assign_folds(pool, n_folds, seed)
+    out = []
+    for r in rows:
+        if r["split"] in ("train", "val"):
+            r = r | {"split": "val" if folds[r["group"]] == fold else "train"}
+        out.append(r)
+    return out
