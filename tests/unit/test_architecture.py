@@ -27,7 +27,7 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 def is_command(module: str) -> bool:
     """``python -m skinlesion.<task>``: a module file at the top level, or a package's ``__main__``."""
     parts = module.split(".")
-    top_file = len(parts) == 2 and not MODULES[module].name == "__init__.py"
+    top_file = len(parts) == 2 and MODULES[module].name != "__init__.py"
     return top_file or parts[-1] == "__main__"
 
 

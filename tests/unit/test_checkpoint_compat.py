@@ -48,7 +48,8 @@ def test_old_checkpoint_loads_and_predicts(old_checkpoint: Path) -> None:
     with torch.no_grad():
         probs = model.probabilities(model(torch.randn(2, 3, 32, 32)))
     assert probs.shape == (2, 4) and torch.allclose(probs.sum(1), torch.ones(2))
-    prediction = Predictor(TorchBackend(model)).predict_image(Image.new("RGB", (48, 48), (190, 120, 110)), "skin.png")
+    photo = Image.new("RGB", (48, 48), (190, 120, 110))
+    prediction = Predictor(TorchBackend(model)).predict_image(photo, "skin.png")
     assert prediction.top_class in model.class_names
     assert prediction.prediction == (None if prediction.abstained else prediction.top_class)
 
