@@ -1,6 +1,7 @@
-"""Inference without torch: preprocessing, abstention, class activation maps, the ONNX runtime.
+"""Inference: from a model (checkpoint or ONNX) and a photo to an answer.
 
-Nothing in this package imports torch, so ``serve`` (and ``predict`` on an exported model) starts in a
-second and carries no PyTorch in memory; the checkpoint backend lives in
-``skinlesion.inference.torch_backend``.
+``preprocess``, ``decision``, ``cam`` and ``runtime`` import no torch, so ``serve`` (and ``predict``
+on an exported model) starts in a second and carries no PyTorch in memory. ``torch_backend``
+(the checkpoint backend), ``loading`` (checkpoints and their data) and ``onnx_export`` need torch
+and are imported only by the commands that load checkpoints.
 """
