@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from skinlesion.core.errors import DataError
-from skinlesion.data import prepare
 from skinlesion.evaluate import evaluate
+from skinlesion.prepare import prepare
 from skinlesion.training.fit import train
 from tests.conftest import make_class_folders
 
@@ -44,7 +44,7 @@ def tree_digest(root: Path) -> str:
 
 
 def run_prepare(compose_cfg, root: Path, tmp_path: Path) -> None:
-    prepare.run(compose_cfg(f"data.root={root}", config_name="prepare"))
+    prepare(compose_cfg(f"data.root={root}", config_name="prepare"))
 
 
 def run_train(compose_cfg, root: Path, tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_outputs_inside_the_data_root_are_refused(tmp_path, compose_cfg):
     root = make_class_folders(tmp_path / "data", per_class=2)
     before = tree_digest(root)
     with pytest.raises(DataError, match="inside the data root"):
-        prepare.run(
+        prepare(
             compose_cfg(f"data.root={root}", f"paths.prepared_dir={root}/prepared", config_name="prepare")
         )
     assert tree_digest(root) == before
