@@ -107,7 +107,16 @@ def data_section(report: dict | None, paths: list[str]) -> list[str]:
     return lines
 
 
-def metrics_section(m: dict, names: list[str]) -> list[str]:
+def figures(linked: bool, *shown: tuple[str, str]) -> str:
+    """Image links when the card sits in the run directory beside ``eval/``; anywhere else (the
+    repository root, where git ignores ``outputs/``) the run-relative paths as plain text, so that a
+    committed card never links a file its readers do not have."""
+    if linked:
+        return " ".join(f"![{title}]({path})" for title, path in shown)
+    return "Figures in the run directory: " + ", ".join(f"{title} `{path}`" for title, path in shown) + "."
+
+
+def metrics_section(m: dict, names: list[str], linked: bool) -> list[str]:
     p = "test"
     if f"{p}/acc" not in m:
         return ["The run has no test metrics: run `make evaluate`.", ""]
@@ -136,7 +145,8 @@ def metrics_section(m: dict, names: list[str]) -> list[str]:
             f"| {c} | {fmt_num(m[f'{p}/precision/{c}'])} | {recall} | {fmt_num(m[f'{p}/f1/{c}'])} | "
             f"{fmt_num(m.get(f'{p}/auc/{c}'))} | {m[f'{p}/support/{c}']} |"
         )
-    return [*lines, "", "![confusion matrix](eval/confusion_matrix.png) ![ROC](eval/roc_curves.png)", ""]
+    shown = figures(linked, ("confusion matrix", "eval/confusion_matrix.png"), ("ROC", "eval/roc_curves.png"))
+    return [*lines, "", shown, ""]
 
 
 def cv_section(cv: dict | None) -> list[str]:
@@ -153,10 +163,11 @@ def cv_section(cv: dict | None) -> list[str]:
     ]
 
 
-def calibration_section(m: dict) -> list[str]:
+def calibration_section(m: dict, linked: bool) -> list[str]:
     if "test/ece" not in m:
         return ["No calibration figures: run `make evaluate`.", ""]
-    return [*calibration_lines(m, "test"), "", "![reliability diagram](eval/reliability_diagram.png)", ""]
+    shown = figures(linked, ("reliability diagram", "eval/reliability_diagram.png"))
+    return [*calibration_lines(m, "test"), "", shown, ""]
 
 
 def external_section(m: dict | None, test: dict, name: str) -> list[str]:
@@ -198,6 +209,7 @@ def render(run_dir: Path, cfg_run: DictConfig, files: dict, external_name: str, 
     names = list(cfg_run.data.class_names)
     model = cfg_run.model
     rel = os.path.relpath(run_dir, out.parent)
+    linked = out.parent == run_dir  # figures are linked only from beside them
     lines = [
         f"# Model card: skinlesion {model.backbone}",
         "",
@@ -228,7 +240,7 @@ def render(run_dir: Path, cfg_run: DictConfig, files: dict, external_name: str, 
         *data_section(files["data"], files["paths"]),
         "## Results",
         "",
-        *metrics_section(m, names),
+        *metrics_section(m, names, linked),
         "### Cross-validation",
         "",
         *cv_section(files["cv"]),
@@ -237,7 +249,7 @@ def render(run_dir: Path, cfg_run: DictConfig, files: dict, external_name: str, 
         *external_section(files["external"], m, external_name),
         "## Calibration",
         "",
-        *calibration_section(m),
+        *calibration_section(m, linked),
         "## Limits",
         "",
         "- **Skin tones:** MSID records no skin type; performance across skin tones is unmeasured and "
@@ -253,7 +265,7 @@ def render(run_dir: Path, cfg_run: DictConfig, files: dict, external_name: str, 
         *(f"- `{os.path.relpath(p, out.parent)}`" for p in files["sources"]),
         "",
     ]
-    return "\n".join(lines).replace("](eval/", f"]({rel}/eval/")
+    return "\n".join(lines)
 
 
 def model_card(cfg: DictConfig) -> Path:

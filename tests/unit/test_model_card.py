@@ -1,6 +1,10 @@
 """The model card: every figure it prints comes from the run's files; missing parts say so."""
 
 import json
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,17 @@ from skinlesion.reports.metrics import fmt_ci
 from tests.conftest import CLASSES
 from tests.unit.test_metrics import random_predictions
 from tests.unit.test_prepare import add_duplicates
+
+REPO = Path(__file__).resolve().parents[2]
+LINK = re.compile(r"\]\(([^)\s#]+)")  # markdown link and image targets, without any #anchor
+
+
+def untracked_links(card: Path, repo: Path) -> list[str]:
+    """The card's local link targets that are not files git tracks in ``repo``."""
+    listed = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True)
+    tracked = set(listed.stdout.splitlines())
+    targets = [t for t in LINK.findall(card.read_text()) if "://" not in t]
+    return [t for t in targets if os.path.relpath((card.parent / t).resolve(), repo.resolve()) not in tracked]
 
 
 def fake_run(tmp_path: Path, root: Path, compose_cfg) -> tuple[Path, dict]:
@@ -71,7 +86,15 @@ def test_card_prints_the_measured_figures_and_says_what_is_missing(tmp_path, syn
     assert "measles3" in text  # the missing file, found from the manifest
     assert "Chickenpox/chickenpox0.png ~ Monkeypox/monkeypox_mislabelled.png: byte-identical" in text
     assert "- `outputs/2026-01-01/00-00-00/metrics.json`" in text  # the files read are listed
-    assert "](outputs/2026-01-01/00-00-00/eval/reliability_diagram.png)" in text
+    assert "reliability diagram `eval/reliability_diagram.png`" in text  # named, not linked: not in git
+    if shutil.which("git"):  # tmp_path as a repository that ignores outputs/, the card at its root
+        subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+        (tmp_path / ".gitignore").write_text("/outputs/\n")
+        subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+        assert untracked_links(tmp_path / "MODEL_CARD.md", tmp_path) == []
+    beside = model_card(compose_cfg(f"run_dir={run}", config_name="model_card"))  # in the run directory
+    figures = LINK.findall(beside.read_text())
+    assert beside.parent == run and len(figures) == 3 and all((run / f).is_file() for f in figures)
 
     (run / "eval-health_app_ml" / "metrics.json").unlink()
     assert "`make evaluate-external`" in model_card(card).read_text()
@@ -113,3 +136,9 @@ def test_the_card_quotes_only_a_cv_that_trained_like_its_run(tmp_path, compose_c
     assert not cv_matches_run(legacy | {"command": "python -m skinlesion.cv model.freeze_stages=1"}, run_cfg)
     assert not cv_matches_run(legacy | {"command": "python -m skinlesion.cv optimizer=sgd"}, run_cfg)
     assert not cv_matches_run(legacy | {"config": {"seed": 7, "image_size": 288}, "command": ""}, run_cfg)
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists() or not shutil.which("git"), reason="needs the git checkout")
+def test_the_committed_card_links_only_files_git_tracks():
+    """Readers of the repository have its tracked files, not the git-ignored run outputs."""
+    assert untracked_links(REPO / "MODEL_CARD.md", REPO) == []
