@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from skinlesion.inference.onnx_export import sha256_file
+from skinlesion.serve.app import run_name
 from skinlesion.serve.loadtest import bomb_png, corrupt_png, encoded
 from skinlesion.serve.process import running_server
 from tests.conftest import CLASSES, synthetic_image
@@ -34,14 +36,39 @@ def photo(size=(90, 70)) -> Image.Image:
     return synthetic_image((200, 60, 60), seed=3, size=max(size)).resize(size)
 
 
-def test_health_and_openapi(client):
+def strings(tree) -> list[str]:
+    """Every string in a JSON document, keys included."""
+    if isinstance(tree, dict):
+        return [s for k, v in tree.items() for s in [k, *strings(v)]]
+    if isinstance(tree, list):
+        return [s for v in tree for s in strings(v)]
+    return [tree] if isinstance(tree, str) else []
+
+
+def test_health_and_openapi(client, deployed):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"]["class_names"] == CLASSES
     assert health["model"]["max_upload_bytes"] == LIMIT_MB * 1024 * 1024
+    # which model, by hash and run name; no path of the server's file system
+    source = health["model"]["source"]
+    assert source["checkpoint_sha256"] == sha256_file(deployed.ckpt)
+    assert source["run"] == deployed.ckpt.parent.parent.name  # the fixture's run dir is not under outputs/
+    server_dirs = {str(deployed.ckpt.parent.parent.parent), str(deployed.onnx.parent)}
+    assert not [s for s in strings(health) if s.startswith("/") or any(d in s for d in server_dirs)]
     schema = client.get("/openapi.json").json()
     documented = schema["paths"]["/api/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415"} <= set(documented)
     assert "PredictResponse" in schema["components"]["schemas"]
+
+
+def test_run_name_keeps_the_run_and_drops_the_server_directories():
+    assert run_name("/srv/ml/outputs/2026-11-25/10-22-48/checkpoints/best.ckpt") == "2026-11-25/10-22-48"
+    assert (
+        run_name("/a/outputs/cv/2026-11-25/09-03-02/fold0/checkpoints/best.ckpt")
+        == "cv/2026-11-25/09-03-02/fold0"
+    )
+    assert run_name("/home/alice/models/my-run/best.ckpt") == "my-run"
+    assert run_name(None) is None
 
 
 def test_the_page_carries_the_notice(client):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 from importlib import resources
+from pathlib import PurePath
 from typing import Annotated, Literal
 
 import anyio
@@ -29,6 +30,8 @@ from skinlesion.inference.runtime import Predictor
 
 NOTICE = "Research tool, not a medical device. It must never be used to diagnose anyone."
 MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the file
+# What /health says of a model's origin (model.json's "source"): hashes and names, never a path.
+PUBLIC_SOURCE = ("checkpoint_sha256", "backbone", "data_manifest_sha256", "git_commit")
 
 
 class PredictResponse(BaseModel):
@@ -53,6 +56,27 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     model: dict
+
+
+def run_name(checkpoint: str | None) -> str | None:
+    """The run a checkpoint came from, without the server's directories: the run directory below
+    the last ``outputs`` folder (``2026-11-25/10-22-48``, ``cv/<date>/<time>/fold0``), else the run
+    directory's own name."""
+    if not checkpoint:
+        return None
+    path = PurePath(checkpoint)
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    parts = run.parts
+    below = len(parts) - parts[::-1].index("outputs") if "outputs" in parts else len(parts) - 1
+    return "/".join(parts[below:]) or None
+
+
+def public_source(source: dict) -> dict:
+    """model.json's record of where the model came from, with the checkpoint's path on this
+    machine replaced by its run's name: /health is public, the server's file system is not."""
+    return {"run": source.get("run") or run_name(source.get("checkpoint"))} | {
+        k: source[k] for k in PUBLIC_SOURCE if k in source
+    }
 
 
 def upload_error(e: ImageDecodeError) -> HTTPException:
@@ -94,7 +118,7 @@ def create_app(predictor: Predictor, concurrency: int = 1) -> FastAPI:
                 "image_size": info.image_size,
                 "thresholds": info.thresholds.to_json(),
                 "max_upload_bytes": limit,
-                "source": info.extra.get("source", {}),
+                "source": public_source(info.extra.get("source", {})),
             },
         }
 
