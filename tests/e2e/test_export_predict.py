@@ -16,9 +16,10 @@ from skinlesion.data.images import load_image
 from skinlesion.export import export
 from skinlesion.inference.inputs import expand_inputs
 from skinlesion.inference.onnx_export import check_parity, export_onnx, sha256_file
-from skinlesion.inference.torch_backend import TorchBackend, collect_outputs
+from skinlesion.inference.torch_backend import TorchBackend
 from skinlesion.models.abstention import AbstainParams, fit_abstention
 from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.models.graph import collect_outputs
 from tests.conftest import CLASSES, synthetic_image
 from tests.e2e.conftest import compose_task
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from skinlesion.inference.loading import load_classifier
-from skinlesion.inference.torch_backend import InferenceGraph, thresholds_of
+from skinlesion.inference.torch_backend import thresholds_of
 from skinlesion.models.abstention import AbstainParams, class_gaussian, fit_abstention
 from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.models.graph import InferenceGraph
 from skinlesion.models.ood import ood_score
 from skinlesion.models.temperature import update_checkpoint_buffers
 

@@ -83,6 +83,33 @@ def test_no_library_module_imports_a_command() -> None:
     )
 
 
+# What each library package may import, bottom to top: the model layer never needs reports or plots,
+# the torch-free serving path never needs training.
+LAYERS = {
+    "core": set(),
+    "data": {"core"},
+    "models": {"core", "data"},
+    "reports": {"core", "data"},
+    "inference": {"core", "data", "models"},
+    "serve": {"core", "inference"},
+    "sweeps": {"core"},
+    "training": {"core", "data", "models", "inference", "reports"},
+}
+
+
+def test_packages_import_only_the_layers_beneath() -> None:
+    packages = {m.split(".")[1] for m in MODULES if m.count(".") >= 1 and not is_command(m)}
+    assert packages <= set(LAYERS), f"a new package needs its place in LAYERS: {packages - set(LAYERS)}"
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        if m.count(".") >= 1 and not is_command(m)
+        for t in targets
+        if t.split(".")[1] != m.split(".")[1] and t.split(".")[1] not in LAYERS[m.split(".")[1]]
+    ]
+    assert not bad, "imports against the layering:\n" + "\n".join(bad)
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as a path (first == last), or None."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done

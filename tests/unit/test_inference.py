@@ -10,9 +10,9 @@ from skinlesion.data.transforms import eval_transforms
 from skinlesion.inference.cam import normalised_map, overlay
 from skinlesion.inference.decision import NOT_A_LESION, Thresholds, decide
 from skinlesion.inference.preprocess import model_view, normalise
-from skinlesion.inference.torch_backend import InferenceGraph
 from skinlesion.models.backbones import BACKBONES
 from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.models.graph import InferenceGraph
 from skinlesion.models.ood import mahalanobis
 
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]

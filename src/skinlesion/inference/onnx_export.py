@@ -14,8 +14,9 @@ import torch
 from skinlesion.core.errors import DataError, ImageDecodeError
 from skinlesion.data.images import load_image
 from skinlesion.inference.runtime import INPUT, OUTPUTS, OnnxBackend
-from skinlesion.inference.torch_backend import InferenceGraph, TorchBackend
+from skinlesion.inference.torch_backend import TorchBackend
 from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.models.graph import InferenceGraph
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from skinlesion.core.checkpoints import load_checkpoint, save_checkpoint
-from skinlesion.inference.torch_backend import collect_outputs
 from skinlesion.models.abstention import AbstainParams, fit_abstention
+from skinlesion.models.graph import collect_outputs
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 200) -> float:
