@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from skinlesion.core.artifacts import git_commit, package_versions, write_json
+from skinlesion.core.artifacts import git_commit, package_versions, run_name, write_json
 from skinlesion.core.errors import CheckpointError, DataError
 from skinlesion.core.task import command
 from skinlesion.inference.inputs import expand_inputs
@@ -78,7 +78,8 @@ def model_description(model: SkinLesionClassifier, ckpt: Path, parity: dict, ops
         "parity": parity,
         "versions": versions,
         "source": {
-            "checkpoint": str(ckpt.resolve()),
+            "run": run_name(str(ckpt.resolve())),  # a name, never this machine's path
+            "checkpoint": ckpt.resolve().relative_to(run_dir_of(ckpt).resolve()).as_posix(),
             "checkpoint_sha256": sha256_file(ckpt),
             "backbone": model.hparams.backbone,
             "data_manifest_sha256": model.hparams.get("data_manifest_sha256"),

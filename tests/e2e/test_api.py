@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from skinlesion.inference.onnx_export import sha256_file
-from skinlesion.serve.app import run_name
 from skinlesion.serve.loadtest import bomb_png, corrupt_png, encoded
 from skinlesion.serve.process import running_server
 from tests.conftest import CLASSES, synthetic_image
@@ -59,16 +58,6 @@ def test_health_and_openapi(client, deployed):
     documented = schema["paths"]["/api/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415"} <= set(documented)
     assert "PredictResponse" in schema["components"]["schemas"]
-
-
-def test_run_name_keeps_the_run_and_drops_the_server_directories():
-    assert run_name("/srv/ml/outputs/2026-11-25/10-22-48/checkpoints/best.ckpt") == "2026-11-25/10-22-48"
-    assert (
-        run_name("/a/outputs/cv/2026-11-25/09-03-02/fold0/checkpoints/best.ckpt")
-        == "cv/2026-11-25/09-03-02/fold0"
-    )
-    assert run_name("/home/alice/models/my-run/best.ckpt") == "my-run"
-    assert run_name(None) is None
 
 
 def test_the_page_carries_the_notice(client):

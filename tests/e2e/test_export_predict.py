@@ -42,6 +42,10 @@ def test_export_writes_the_model_and_its_description(deployed):
     assert info["parity"]["images"] > 0 and info["parity"]["max_abs_prob_diff"] <= TOLERANCE
     assert {"torch", "onnx", "onnxruntime"} <= set(info["versions"])
     assert info["source"]["checkpoint_sha256"] == sha256_file(deployed.ckpt)
+    # the export folder travels to servers: it names its run and checkpoint, never this machine's paths
+    assert info["source"]["run"] == deployed.ckpt.parent.parent.name
+    assert info["source"]["checkpoint"] == "checkpoints/" + deployed.ckpt.name
+    assert str(deployed.ckpt.parent) not in json.dumps(info)
     assert not list(deployed.onnx.parent.glob(".export-*"))  # the work folder is gone
 
 

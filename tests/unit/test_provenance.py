@@ -13,7 +13,7 @@ from importlib import metadata
 import pytest
 import torch
 
-from skinlesion.core.artifacts import provenance, record_run
+from skinlesion.core.artifacts import provenance, record_run, run_name
 from skinlesion.inference.loading import check_manifest
 from skinlesion.models.classifier import SkinLesionClassifier
 from tests.conftest import CLASSES
@@ -68,3 +68,13 @@ def test_evaluate_warns_when_the_data_under_a_checkpoint_changed(tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         check_manifest(model, manifest)
     assert "the data under this checkpoint has changed" in caplog.text and trained_on[:12] in caplog.text
+
+
+def test_run_name_keeps_the_run_and_drops_the_server_directories():
+    assert run_name("/srv/ml/outputs/2026-11-25/10-22-48/checkpoints/best.ckpt") == "2026-11-25/10-22-48"
+    assert (
+        run_name("/a/outputs/cv/2026-11-25/09-03-02/fold0/checkpoints/best.ckpt")
+        == "cv/2026-11-25/09-03-02/fold0"
+    )
+    assert run_name("/home/alice/models/my-run/best.ckpt") == "my-run"
+    assert run_name(None) is None

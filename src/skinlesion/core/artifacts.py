@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import BinaryIO
 
 from skinlesion.core.paths import project_root
@@ -139,9 +139,22 @@ def record_run(run_dir: Path, manifest_sha256: str | None, resumed_from: str | N
     return info
 
 
-def link_latest(output_root: Path, run_dir: Path) -> Path | None:
-    """Point ``<output_root>/latest`` at the run (relative link), replacing the old link atomically."""
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies strictly below ``root`` (links resolved)."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path != root and path.is_relative_to(root)
+
+
+def link_latest(output_root: Path, run_dir: Path, *, outside: bool = False) -> Path | None:
+    """Point ``<output_root>/latest`` at the run (relative link), replacing the old link atomically.
+
+    A run directory that is not inside ``output_root`` is linked only with ``outside=True`` (the
+    user asked for it); otherwise, or when the link cannot be written, the old link stays and the
+    result is None.
+    """
     output_root, run_dir = Path(output_root).resolve(), Path(run_dir).resolve()
+    if not (outside or is_inside(run_dir, output_root)):
+        return None
     try:
         target = os.path.relpath(run_dir, output_root)
         link = output_root / "latest"
@@ -153,3 +166,16 @@ def link_latest(output_root: Path, run_dir: Path) -> Path | None:
         return link
     except OSError:
         return None
+
+
+def run_name(checkpoint: str | None) -> str | None:
+    """The run a checkpoint came from, without the server's directories: the run directory below
+    the last ``outputs`` folder (``2026-11-25/10-22-48``, ``cv/<date>/<time>/fold0``), else the run
+    directory's own name."""
+    if not checkpoint:
+        return None
+    path = PurePath(checkpoint)
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    parts = run.parts
+    below = len(parts) - parts[::-1].index("outputs") if "outputs" in parts else len(parts) - 1
+    return "/".join(parts[below:]) or None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 from importlib import resources
-from pathlib import PurePath
 from typing import Annotated, Literal
 
 import anyio
@@ -23,6 +22,7 @@ from PIL import UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from skinlesion import __version__
+from skinlesion.core.artifacts import run_name
 from skinlesion.core.errors import ImageDecodeError
 from skinlesion.core.task import root_cause
 from skinlesion.inference.cam import png_bytes
@@ -56,19 +56,6 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     model: dict
-
-
-def run_name(checkpoint: str | None) -> str | None:
-    """The run a checkpoint came from, without the server's directories: the run directory below
-    the last ``outputs`` folder (``2026-11-25/10-22-48``, ``cv/<date>/<time>/fold0``), else the run
-    directory's own name."""
-    if not checkpoint:
-        return None
-    path = PurePath(checkpoint)
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    parts = run.parts
-    below = len(parts) - parts[::-1].index("outputs") if "outputs" in parts else len(parts) - 1
-    return "/".join(parts[below:]) or None
 
 
 def public_source(source: dict) -> dict:
