@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from skinlesion.core.artifacts import write_json
 from skinlesion.core.task import command
-from skinlesion.sweeps.study import is_interrupted, make_storage
+from skinlesion.sweeps.study import count_states, make_storage
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +76,16 @@ class Bench:
     def trials(self, study: str) -> list[optuna.trial.FrozenTrial]:
         """The study's trials; none while the sweep has not created it yet."""
         try:
-            return optuna.load_study(study_name=study, storage=make_storage(self.storage, None)).trials
+            return optuna.load_study(study_name=study, storage=make_storage(self.storage)).trials
         except KeyError:
             return []
 
     def outcome(self, study: str) -> dict:
         found = self.trials(study)
-        states = ["INTERRUPTED" if is_interrupted(t) else t.state.name for t in found]
         values = [t.value for t in found if t.state == TrialState.COMPLETE]
         return {
             "study": study,
-            "states": {s: states.count(s) for s in sorted(set(states))},
+            "states": dict(sorted(count_states(found).items())),
             "best_value": max(values) if values else None,
             "epochs_trained": sum(len(t.intermediate_values) or t.user_attrs.get("epochs", 0) for t in found),
         }

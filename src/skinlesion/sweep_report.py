@@ -26,15 +26,8 @@ from skinlesion.core.artifacts import write_json
 from skinlesion.core.errors import SweepError
 from skinlesion.core.paths import CONF_DIR
 from skinlesion.core.task import command
-from skinlesion.reports.sweep_plots import (
-    TrialRecord,
-    format_value,
-    plot_history,
-    plot_importances,
-    plot_parallel,
-    plot_score_by,
-)
-from skinlesion.sweeps.study import ERROR_ATTR, OUTPUT_ATTR, is_interrupted, make_storage, reproduce
+from skinlesion.reports.sweep_plots import write_plots
+from skinlesion.sweeps.study import ERROR_ATTR, OUTPUT_ATTR, count_states, make_storage, reproduce
 from skinlesion.training.fit import train
 
 log = logging.getLogger(__name__)
@@ -42,36 +35,17 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 REGULARIZERS = ("none", "l1", "l2", "elastic")
 MACHINE_KEYS = ("paths.", "data.root", "hydra.")
-PLOTS = {
-    "optimization_history.png": "optimization history",
-    "param_importances.png": "parameter importances",
-    "score_by_optimizer_regularizer.png": "score by optimizer and by regularizer",
-    "parallel_coordinates.png": "parallel coordinates",
-}
+EVALUATOR = MeanDecreaseImpurityImportanceEvaluator(seed=0)
+STATES = ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "RUNNING")
 
 
 def load_study(storage: str, name: str) -> optuna.Study:
-    rdb = make_storage(storage, None)
+    rdb = make_storage(storage)
     try:
         return optuna.load_study(study_name=name, storage=rdb)
     except KeyError as e:
         names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
         raise SweepError(f"no study '{name}' in {storage}; it holds: {', '.join(names) or 'no study'}") from e
-
-
-def state_of(trial: FrozenTrial) -> str:
-    return "INTERRUPTED" if is_interrupted(trial) else trial.state.name
-
-
-def record(trial: FrozenTrial) -> TrialRecord:
-    steps = sorted(trial.intermediate_values)
-    return TrialRecord(
-        number=trial.number,
-        state=state_of(trial),
-        value=trial.value if trial.state == TrialState.COMPLETE else None,
-        params=dict(trial.params),
-        curve=tuple(trial.intermediate_values[s] for s in steps),
-    )
 
 
 def seconds(trial: FrozenTrial) -> float | None:
@@ -85,28 +59,22 @@ def importances(study: optuna.Study) -> dict[str, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            found = optuna.importance.get_param_importances(
-                study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=0)
-            )
+            found = optuna.importance.get_param_importances(study, evaluator=EVALUATOR)
     except (ValueError, RuntimeError) as e:  # fewer than two complete trials, or nothing shared
         log.info("no parameter importances: %s", e)
         return {}
     return dict(found)
 
 
-def cross_table(records: Sequence[TrialRecord], rows: str, cols: str) -> list[str]:
+def cross_table(complete: Sequence[FrozenTrial], rows: str, cols: str) -> list[str]:
     """Markdown: best val macro-F1 (and the number of complete trials) per pair of choices."""
-    seen_rows = [o for o in OPTIMIZERS if any(r.params.get(rows) == o for r in records)]
-    seen_cols = [g for g in REGULARIZERS if any(r.params.get(cols) == g for r in records)]
+    seen_rows = [o for o in OPTIMIZERS if any(t.params.get(rows) == o for t in complete)]
+    seen_cols = [g for g in REGULARIZERS if any(t.params.get(cols) == g for t in complete)]
     lines = [f"| {rows} \\ {cols} | " + " | ".join(seen_cols) + " |", "|---|" + "---|" * len(seen_cols)]
     for row in seen_rows:
         cells = []
         for col in seen_cols:
-            values = [
-                r.value
-                for r in records
-                if r.value is not None and (r.params.get(rows), r.params.get(cols)) == (row, col)
-            ]
+            values = [t.value for t in complete if (t.params.get(rows), t.params.get(cols)) == (row, col)]
             cells.append(f"{max(values):.3f} (n={len(values)})" if values else "–")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines
@@ -136,11 +104,17 @@ def experiment_config(trial: FrozenTrial, study_name: str) -> str:
     return header + body
 
 
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if value and (abs(value) < 1e-2 or abs(value) >= 1e3) else f"{value:.3f}"
+    return str(value)
+
+
 def trial_table(trials: Sequence[FrozenTrial], keys: Sequence[str]) -> list[str]:
     lines = ["| trial | val macro-F1 | " + " | ".join(keys) + " | epochs | seconds |"]
     lines.append("|---|---|" + "---|" * len(keys) + "---|---|")
     for t in trials:
-        cells = [format_value(t.params[k]) if k in t.params else "–" for k in keys]
+        cells = [fmt(t.params[k]) if k in t.params else "–" for k in keys]
         epochs = len(t.intermediate_values) or t.user_attrs.get("epochs", "–")
         secs = seconds(t)
         lines.append(
@@ -153,19 +127,13 @@ def write_report(study: optuna.Study, out: Path, top: int = 10) -> dict[str, Any
     """Write ``sweep_report.md``, ``summary.json``, the plots and ``experiment.yaml``; return the summary."""
     out.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
-    records = [record(t) for t in trials]
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
     if not trials:
         raise SweepError(f"study '{study.study_name}' has no trials yet")
-    counts = {
-        s: sum(r.state == s for r in records)
-        for s in ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "RUNNING")
-    }
+    found_states = count_states(trials)
+    counts = {s: found_states.get(s, 0) for s in STATES}
     found = importances(study)
-    plot_history(records, out / "optimization_history.png")
-    plot_importances(found, out / "param_importances.png")
-    plot_score_by(records, ["optimizer", "regularizer"], out / "score_by_optimizer_regularizer.png")
-    plot_parallel(records, out / "parallel_coordinates.png")
+    plotted = write_plots(study, out, EVALUATOR)
     keys = sorted({k for t in trials for k in t.params})
     total = sum(seconds(t) or 0 for t in trials)
     lines = [
@@ -199,7 +167,7 @@ def write_report(study: optuna.Study, out: Path, top: int = 10) -> dict[str, Any
             "",
             "## Val macro-F1 by optimizer × regularizer (best of the complete trials, n = trials)",
             "",
-            *cross_table(records, "optimizer", "regularizer"),
+            *cross_table(complete, "optimizer", "regularizer"),
             "",
             f"## Top {min(top, len(complete))} trials",
             "",
@@ -218,7 +186,7 @@ def write_report(study: optuna.Study, out: Path, top: int = 10) -> dict[str, Any
             lines.append(
                 f"| {t.number} | {error.splitlines()[0][:200]} | {t.user_attrs.get(OUTPUT_ATTR, '')} |"
             )
-    lines += ["", "## Plots", ""] + [f"![{title}]({name})" for name, title in PLOTS.items()]
+    lines += ["", "## Plots", ""] + [f"![{title}]({name})" for name, title in plotted.items()]
     (out / "sweep_report.md").write_text("\n".join(lines) + "\n")
     write_json(out / "summary.json", summary)
     return summary

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from optuna.distributions import CategoricalDistribution, LogUniformDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from skinlesion.core.errors import SweepError
@@ -18,7 +18,7 @@ from skinlesion.sweeps.study import ERROR_ATTR, FIXED_ATTR
 SPACE = {
     "optimizer": CategoricalDistribution(["adam", "rmsprop", "sgd", "adamw"]),
     "regularizer": CategoricalDistribution(["none", "l1", "l2", "elastic"]),
-    "optimizer.lr": LogUniformDistribution(1e-4, 1e-2),
+    "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
 }
 FIXED = {"hparams_search": "optuna_cpu", "data.image_size": "48", "trainer.max_epochs": "2"}
 
@@ -96,7 +96,7 @@ def test_the_experiment_config_reproduces_the_best_trial(tmp_path, study):
     write_report(load_study(study, "known"), tmp_path / "report")
     (tmp_path / "extra" / "experiment").mkdir(parents=True)
     (tmp_path / "report" / "experiment.yaml").rename(tmp_path / "extra" / "experiment" / "best.yaml")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
         cfg = compose(
             "train", overrides=[f"hydra.searchpath=[file://{tmp_path / 'extra'}]", "experiment=best"]
         )
@@ -114,7 +114,7 @@ def test_unknown_study_names_the_ones_there(study):
 def test_committed_experiment_configs_set_what_they_say(name):
     """Each experiment file composes, chooses its groups and sets its values in the train config."""
     spec = yaml.safe_load((CONF_DIR / "experiment" / f"{name}.yaml").read_text())
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
         cfg = compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
     for entry in spec.pop("defaults", []):
         ((key, option),) = entry.items()

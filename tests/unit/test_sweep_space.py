@@ -3,7 +3,7 @@
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
-from optuna.distributions import CategoricalDistribution, LogUniformDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from skinlesion.core.errors import ConfigError
 from skinlesion.core.paths import CONF_DIR
@@ -18,7 +18,7 @@ CONDITIONAL = {
 
 
 def search_config(name: str = "optuna"):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
         return compose("train", overrides=[f"hparams_search={name}"], return_hydra_config=True)
 
 
@@ -33,7 +33,11 @@ def test_the_last_word_on_a_key_wins():
     )
     assert fixed == {"trainer.max_epochs": "2", "optimizer": "sgd"}
     assert set(space) == {"optimizer.lr"}
-    assert isinstance(space["optimizer.lr"], LogUniformDistribution) and space["optimizer.lr"].low == 1e-5
+    assert (
+        isinstance(space["optimizer.lr"], FloatDistribution)
+        and space["optimizer.lr"].log
+        and space["optimizer.lr"].low == 1e-5
+    )
     space, fixed = parse_space({"trainer.max_epochs": 12}, ["trainer.max_epochs=choice(2, 4)"])
     assert fixed == {} and isinstance(space["trainer.max_epochs"], CategoricalDistribution)
 
@@ -112,7 +116,7 @@ def test_the_search_covers_what_the_issue_asks_and_never_the_test_split():
     }
     assert set(space["optimizer"].choices) == {"adam", "rmsprop", "sgd", "adamw"}
     assert set(space["regularizer"].choices) == {"none", "l1", "l2", "elastic"}
-    assert isinstance(space["optimizer.lr"], LogUniformDistribution)
+    assert isinstance(space["optimizer.lr"], FloatDistribution) and space["optimizer.lr"].log
     assert {c.name for c in parse_conditional(sweeper.conditional)} == {
         "regularizer.l1",
         "regularizer.l2",
@@ -131,7 +135,7 @@ def test_every_sampled_trial_composes_into_a_valid_train_config(search):
     space, fixed = parse_space(sweeper.params)
     conditionals = parse_conditional(sweeper.conditional)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
         for _ in range(20):
             trial = study.ask()
             cfg = compose("train", overrides=configure_trial(trial, space, conditionals, fixed))

@@ -1,4 +1,4 @@
-"""Hydra plugin ``hydra/sweeper=skinlesion_optuna``: hydra-optuna-sweeper made resumable.
+"""Hydra plugin ``hydra/sweeper=skinlesion_optuna``: hydra-optuna-sweeper with a study-wide budget.
 
 Hydra only loads plugins from the ``hydra_plugins`` package and imports every module here while it
 scans, so this module stays light; the loop lives in ``skinlesion.sweeps.hydra_sweeper``.
@@ -17,16 +17,17 @@ from omegaconf import DictConfig
 @dataclass
 class ResumableOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.skinlesion_sweeper.skinlesion_sweeper.ResumableOptunaSweeper"
-    # n_trials is the budget of the study: a second run of the same command runs what is missing.
-    # The sweep stops once more than this fraction of n_trials has failed in one run.
+    # n_trials: how many trials of the study end with a result (COMPLETE or PRUNED), running ones
+    # included; the same command run again runs only what is missing (see docs/sweeps.md).
+    n_trials: int = 20
+    n_jobs: int = 1  # trials at once (one launcher job each; the basic launcher runs one at a time)
+    # The run stops once more than this fraction of n_trials has failed in it.
     max_failure_rate: float = 0.5
     # Seconds between heartbeats of running trials; a trial silent for twice as long was killed
     # and is run again. null: no heartbeats (killed trials then stay RUNNING).
     heartbeat_interval: Any = 30
     # Parameters that exist only for some choices: {name: {if: {key: [values]}, suggest: expr}}
     conditional: dict[str, Any] = field(default_factory=dict)
-    # true: run every combination of the choice(...) params once (set n_trials to their number)
-    grid: bool = False
 
 
 ConfigStore.instance().store(

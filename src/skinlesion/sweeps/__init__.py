@@ -1,5 +1,5 @@
-"""Hyper-parameter sweeps: resumable Optuna studies, conditional search spaces, GPU placement, pruning.
+"""Hyper-parameter sweeps: Optuna studies with a study-wide budget that resume, conditional spaces.
 
-``study`` and ``space`` import neither torch nor Lightning, so the Hydra sweeper plugin that uses
-them stays cheap to discover.
+``study``, ``space`` and ``loop`` import neither torch nor Lightning, so the Hydra sweeper plugin that
+uses them stays cheap to discover.
 """

@@ -20,7 +20,13 @@ from typing import Any
 from hydra.errors import HydraException
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+)
 from optuna.trial import Trial
 
 from skinlesion.core.errors import ConfigError
@@ -48,8 +54,8 @@ def parse_space(
     fixed: dict[str, Any] = {}
     for line in [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments):
         try:
-            new_space, new_fixed = create_params_from_overrides([line])
-        except HydraException as e:
+            new_space, new_fixed, _ = create_params_from_overrides([line])
+        except (HydraException, ValueError) as e:
             raise ConfigError(f"invalid search space entry {line!r}: {e}") from e
         for key in new_space:
             fixed.pop(key, None)
@@ -86,7 +92,18 @@ def suggest_conditional(trial: Trial, conditionals: Sequence[Conditional], fixed
     values count too: ``model=mobilenet_v2`` on the command line still searches its freezing)."""
     for c in conditionals:
         if c.name not in fixed and c.applies({**fixed, **trial.params}):
-            trial._suggest(c.name, c.distribution)  # what the Hydra sweeper does for its own params
+            suggest(trial, c.name, c.distribution)
+
+
+def suggest(trial: Trial, name: str, d: BaseDistribution) -> Any:
+    """``trial.suggest_*`` for a parsed distribution (a queued value comes back unchanged)."""
+    if isinstance(d, CategoricalDistribution):
+        return trial.suggest_categorical(name, d.choices)
+    if isinstance(d, IntDistribution):
+        return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+    if isinstance(d, FloatDistribution):
+        return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+    raise ConfigError(f"{name}: unsupported distribution {d}")
 
 
 def design(space: Mapping[str, BaseDistribution], conditionals: Sequence[Conditional]) -> dict[str, str]:
@@ -107,7 +124,7 @@ def configure_trial(
     """Suggest a trial's parameters (queued values of an interrupted trial come back unchanged)
     and return the Hydra overrides that run it; the fixed values travel in its user attributes."""
     for name, distribution in space.items():
-        trial._suggest(name, distribution)
+        suggest(trial, name, distribution)
     suggest_conditional(trial, conditionals, fixed)
     trial.set_user_attr(FIXED_ATTR, dict(fixed))
     return trial_overrides(trial.params, fixed)

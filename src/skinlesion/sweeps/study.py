@@ -1,38 +1,35 @@
-"""Optuna studies that survive being stopped: storage, budget, interrupted trials, outcomes.
+"""Optuna studies that survive being stopped: storage, budget, retried trials, outcomes.
 
-Shared by the Hydra sweeper (``--multirun hparams_search=...``) and ``python -m skinlesion.sweep_native``.
+Shared by the Hydra sweeper (``--multirun hparams_search=...``) and ``python -m skinlesion.sweep_native``;
+both run their trials through ``Study.optimize``, so Optuna itself keeps the heartbeats.
 
-- ``n_trials`` is the budget of the *study*, not of one command: running the same command again
-  runs only the trials still missing, and several machines sharing one database split the budget.
-- A trial whose process was killed stays RUNNING in the database. Every running trial sends a
-  heartbeat; once it is older than twice the interval the trial is marked FAIL and its parameters
-  are queued again, so the configuration is retried rather than lost.
+- ``n_trials`` is the budget of the *study*: how many of its trials end with a result (COMPLETE or
+  PRUNED), trials still running included. Running the same command again runs only what is
+  missing; several processes on one database split the budget.
 - A trial that fails by itself (an exception, a non-finite objective) is FAIL with an ``error``
-  attribute; a FAIL without one was interrupted and does not use up the budget.
+  attribute and uses no budget; ``max_failure_rate`` bounds how many a run may have.
+- A trial whose process was killed is FAIL without one (interrupted): Optuna fails it once its
+  heartbeat is stale and ``RetryHeartbeatStaleTrialCallback`` queues its parameters again; a
+  trial stopped by Ctrl-C or a broken launcher is queued again the same way.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import logging
 import math
-import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import hydra.utils
 import optuna
 import sqlalchemy.exc
 from omegaconf import OmegaConf
-from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import make_url
 
@@ -43,7 +40,12 @@ log = logging.getLogger(__name__)
 ERROR_ATTR = "error"
 OUTPUT_ATTR = "output_dir"
 FIXED_ATTR = "fixed_params"  # the sweep's fixed overrides, as this trial ran them
-USES_BUDGET = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+# What the budget counts; running trials too, so that workers sharing a study split it.
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+class TrialFailed(Exception):
+    """A trial's own failure: recorded with its error, and the sweep goes on."""
 
 
 def storage_url(storage: str | None) -> str | None:
@@ -68,21 +70,23 @@ def storage_url(storage: str | None) -> str | None:
     return url
 
 
-def make_storage(storage: str | None, heartbeat_interval: int | None) -> optuna.storages.RDBStorage | None:
-    """An RDB storage with heartbeats (None: in memory, nothing survives the process)."""
+def make_storage(
+    storage: str | None, heartbeat_interval: int | None = None
+) -> optuna.storages.RDBStorage | None:
+    """An RDB storage whose stale trials are queued again (None: in memory, nothing survives)."""
     url = storage_url(storage)
     if url is None:
         return None
-    sqlite = url.startswith("sqlite")
     # SQLite: wait for a lock rather than fail when two processes write; servers: drop dead connections
-    engine = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    beats = {}
+    if heartbeat_interval:
+        beats = {"heartbeat_interval": heartbeat_interval, "heartbeat_stale_trial_callback": retry()}
     for attempt in range(3):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval
-                )
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beats)
         except sqlalchemy.exc.IntegrityError:  # workers creating a new database at once: one wins
             if attempt == 2:
                 raise
@@ -92,6 +96,12 @@ def make_storage(storage: str | None, heartbeat_interval: int | None) -> optuna.
                 f"cannot open the study storage {make_url(url)!r}: {getattr(e, 'orig', e)}"
             ) from e
     raise AssertionError("unreachable")
+
+
+def retry() -> RetryHeartbeatStaleTrialCallback:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback()
 
 
 def open_study(
@@ -144,149 +154,93 @@ def is_interrupted(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and ERROR_ATTR not in trial.user_attrs
 
 
-def uses_budget(trial: FrozenTrial) -> bool:
-    """Finished trials, failed ones and those running elsewhere; not interrupted or queued ones."""
-    return trial.state in USES_BUDGET or (trial.state == TrialState.FAIL and not is_interrupted(trial))
-
-
 def budget_left(study: optuna.Study, n_trials: int) -> int:
-    return max(0, n_trials - sum(uses_budget(t) for t in study.get_trials(deepcopy=False)))
+    return max(0, n_trials - len(study.get_trials(deepcopy=False, states=BUDGET_STATES)))
 
 
-def requeue(study: optuna.Study, trials: Sequence[Any]) -> None:
-    """Queue the parameters of interrupted trials again: the next ``ask`` hands them out first."""
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail (and so queue again) the trials of killed processes before counting the budget."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        for trial in trials:
-            study.enqueue_trial(dict(trial.params))
+        optuna.storages.fail_stale_trials(study)
 
 
-def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Fail the running trials whose heartbeat stopped (killed workers) and queue them again."""
-    storage = study._storage  # optuna 2.10 has no public handle; its own fail_stale_trials uses it
-    if not storage.is_heartbeat_enabled():
-        return []
-    stale = storage.fail_stale_trials(study._study_id)
-    trials = [storage.get_trial(i) for i in stale]
-    for t in trials:
-        log.warning("trial %d was interrupted (no heartbeat); its parameters are queued again", t.number)
-    requeue(study, trials)
-    return [t.number for t in trials]
-
-
-@contextmanager
-def heartbeat(study: optuna.Study, trials: Sequence[Trial]) -> Iterator[None]:
-    """Record the trials' heartbeats every interval while they run (and once at once: a process
-    killed before its first beat would otherwise leave a trial RUNNING for ever)."""
-    storage = study._storage
-    if not storage.is_heartbeat_enabled():
-        yield
-        return
-    ids = [t._trial_id for t in trials]
-    for trial_id in ids:
-        storage.record_heartbeat(trial_id)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(storage.get_heartbeat_interval()):
-            try:
-                for trial_id in ids:
-                    storage.record_heartbeat(trial_id)
-            except sqlalchemy.exc.SQLAlchemyError as e:  # a busy database must not kill the trial
-                log.warning("heartbeat not recorded: %s", e)
-
-    thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
-    thread.start()
+def objective_value(trial: Trial, run: Callable[[], Any]) -> float:
+    """``run()``'s value as the objective; an exception or a non-finite value raises TrialFailed
+    with the error kept in the trial (``optuna.TrialPruned`` and Ctrl-C pass through)."""
     try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-@contextmanager
-def requeue_on_interrupt(study: optuna.Study, trials: Sequence[Trial]) -> Iterator[None]:
-    """Ctrl-C, a killed worker pool, ...: mark the unfinished trials interrupted, queue them again."""
-    try:
-        yield
-    except BaseException:
-        running = [t for t in trials if study._storage.get_trial(t._trial_id).state == TrialState.RUNNING]
-        for trial in running:
-            study.tell(trial, state=TrialState.FAIL)
-        requeue(study, running)
-        log.warning("interrupted: trials %s are queued again", [t.number for t in running])
+        value = float(run())
+        if math.isfinite(value):
+            return value
+        error: Exception = FloatingPointError(f"the objective is {value}, not a finite number")
+    except optuna.TrialPruned:
         raise
+    except Exception as e:
+        error = e
+    message = f"{type(error).__name__}: {error}"
+    trial.set_user_attr(ERROR_ATTR, message[:2000])
+    raise TrialFailed(message) from error
 
 
-def finish_trial(
+class FailureLimit:
+    """Counts this run's own trial failures; exceeded past ``rate * n_trials``."""
+
+    def __init__(self, rate: float, n_trials: int) -> None:
+        self.rate, self.n_trials, self.failures = rate, n_trials, 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.failures += trial.state == TrialState.FAIL and not is_interrupted(trial)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.failures > self.rate * self.n_trials
+
+
+def optimize(
     study: optuna.Study,
-    trial: Trial,
-    value: float | None = None,
-    error: BaseException | None = None,
-    pruned: bool = False,
-    attrs: Mapping[str, Any] | None = None,
-) -> TrialState:
-    """Tell the study how a trial ended; an exception or a non-finite value is a failure.
+    objective: Callable[[Trial], float],
+    n_trials: int,
+    n_jobs: int = 1,
+    max_failure_rate: float = 1.0,
+) -> FailureLimit:
+    """Run what is left of the study's budget in batches of up to ``n_jobs`` trials side by side,
+    counting the budget in the storage before each batch (so other workers' trials count, and a
+    failed trial leaves its share to the next batch). A batch's jobs get consecutive numbers, which
+    is what spreads them over the GPUs (``skinlesion.core.devices``). Ctrl-C or a broken launcher
+    queues the trials it interrupted again. Returns this run's failure count."""
+    fail_stale_trials(study)
+    limit = FailureLimit(max_failure_rate, n_trials)
+    started: list[int] = []
 
-    ``study.tell`` in optuna 2.10 raises on NaN instead of failing the trial, so non-finite values
-    are caught here first.
-    """
-    for key, val in (attrs or {}).items():
-        trial.set_user_attr(key, val)
-    if pruned:
-        study.tell(trial, state=TrialState.PRUNED)
-        epochs = len(study._storage.get_trial(trial._trial_id).intermediate_values)
-        log.info("trial %d pruned after %d epochs", trial.number, epochs)
-        return TrialState.PRUNED
-    if error is None and (value is None or not math.isfinite(value)):
-        error = FloatingPointError(f"the objective is {value}, not a finite number")
-    if error is not None:
-        message = f"{type(error).__name__}: {error}"
-        trial.set_user_attr(ERROR_ATTR, message[:2000])
-        study.tell(trial, state=TrialState.FAIL)
-        log.warning("trial %d failed: %s", trial.number, message, exc_info=error)
-        return TrialState.FAIL
-    study.tell(trial, values=value)
-    log.info("trial %d: %.4f", trial.number, value)
-    return TrialState.COMPLETE
+    def tracked(trial: Trial) -> float:
+        started.append(trial.number)
+        return objective(trial)
+
+    try:
+        while (left := budget_left(study, n_trials)) > 0 and not limit.exceeded:
+            batch = min(n_jobs, left)
+            study.optimize(tracked, n_trials=batch, n_jobs=batch, catch=(TrialFailed,), callbacks=[limit])
+    except BaseException:
+        again = [t for t in study.get_trials(deepcopy=False) if t.number in started and is_interrupted(t)]
+        for t in again:
+            retry()(study, t)
+        log.warning("interrupted: trials %s are queued again", [t.number for t in again])
+        raise
+    return limit
 
 
-def reseeded(sampler_cfg: Mapping[str, Any], study: optuna.Study) -> optuna.samplers.BaseSampler:
-    """The sampler, its seed moved on by the trials already in the study: a resumed sweep (or a
-    second worker) does not replay the random start-up suggestions of the first one."""
+def seeded(sampler_cfg: Mapping[str, Any], study: optuna.Study) -> dict[str, Any]:
+    """The sampler config, its seed moved on by the trials already in the study: a resumed sweep
+    does not replay the random start-up suggestions of the first one."""
     cfg = dict(sampler_cfg)
     if cfg.get("seed") is not None:
         cfg["seed"] = int(cfg["seed"]) + len(study.get_trials(deepcopy=False))
-    return hydra.utils.instantiate(cfg)
+    return cfg
 
 
 def trial_overrides(params: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> list[str]:
     """The Hydra overrides that run one trial: its parameters, then the sweep's fixed values."""
     return [f"{k}={v}" for k, v in {**params, **(fixed or {})}.items()]
-
-
-def enqueue_grid(study: optuna.Study, space: Mapping[str, BaseDistribution]) -> int:
-    """Queue every combination of the (categorical) choices that the study has not run or queued
-    yet; the sweep loop hands queued trials out first. Returns how many were queued.
-
-    Unlike optuna's GridSampler (which counts a failed grid point as visited), a killed grid
-    point is queued again like any interrupted trial.
-    """
-    names = sorted(space)
-    bad = [n for n in names if not isinstance(space[n], CategoricalDistribution)]
-    if bad:
-        raise ConfigError(f"hydra.sweeper.grid=true needs choice(...) for every parameter, not for: {bad}")
-
-    def chosen(t: FrozenTrial) -> tuple:
-        params = t.params or t.system_attrs.get("fixed_params", {})  # queued trials: not suggested yet
-        return tuple(params.get(n) for n in names)
-
-    seen = {
-        chosen(t) for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING or uses_budget(t)
-    }
-    todo = [combo for combo in itertools.product(*(space[n].choices for n in names)) if combo not in seen]
-    requeue(study, [SimpleNamespace(params=dict(zip(names, combo, strict=True))) for combo in todo])
-    return len(todo)
 
 
 def reproduce(trial: FrozenTrial) -> list[str]:
@@ -296,11 +250,13 @@ def reproduce(trial: FrozenTrial) -> list[str]:
     return trial_overrides(trial.params, fixed)
 
 
+def state_name(trial: FrozenTrial) -> str:
+    return "INTERRUPTED" if is_interrupted(trial) else trial.state.name
+
+
 def summary(study: optuna.Study, n_trials: int) -> str:
     """One line: trials by state, and how many of the budget are still to run."""
-    counts = Counter(
-        "interrupted" if is_interrupted(t) else t.state.name.lower() for t in study.get_trials(deepcopy=False)
-    )
+    counts = Counter(state_name(t).lower() for t in study.get_trials(deepcopy=False))
     parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials yet"
     left = budget_left(study, n_trials)
     return f"study '{study.study_name}': {parts}; {left} of the budget of {n_trials} to run"
@@ -308,7 +264,7 @@ def summary(study: optuna.Study, n_trials: int) -> str:
 
 def write_results(study: optuna.Study, sweep_dir: Path) -> FrozenTrial | None:
     """``optimization_results.yaml`` as the upstream sweeper writes it, plus the reproducing overrides."""
-    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         log.warning("no trial of study '%s' has completed yet", study.study_name)
         return None
     best = study.best_trial
@@ -324,3 +280,7 @@ def write_results(study: optuna.Study, sweep_dir: Path) -> FrozenTrial | None:
     OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
     log.info("best trial %d: %.4f  %s", best.number, best.value, " ".join(results["best_overrides"]))
     return best
+
+
+def count_states(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    return dict(Counter(state_name(t) for t in trials))

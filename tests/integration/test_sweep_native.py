@@ -39,14 +39,11 @@ def test_native_sweep_reports_each_epoch_and_prunes(tmp_path, synthetic_root):
     study = optuna.load_study(
         study_name="skinlesion-cpu", storage=f"sqlite:///{tmp_path / 'sweeps/optuna.db'}"
     )
-    assert [t.state for t in study.trials] == [TrialState.PRUNED]
-    for t in study.trials:
-        assert sorted(t.intermediate_values) == [0, 1] and all(
-            0 <= v <= 1 for v in t.intermediate_values.values()
-        )
-        run = tmp_path / "run" / f"trial-{t.number}"
-        assert t.user_attrs[OUTPUT_ATTR] == str(run)
-        assert (run / "run_info.json").is_file() and not (
-            run / "metrics.json"
-        ).exists()  # stopped before the end
-    assert "trial 0 pruned after 2 epochs" in r.stdout
+    assert [t.state for t in study.trials] == [TrialState.PRUNED]  # a pruned trial uses the budget
+    (trial,) = study.trials
+    assert sorted(trial.intermediate_values) == [0, 1]
+    assert all(0 <= v <= 1 for v in trial.intermediate_values.values())
+    run = tmp_path / "run" / "trial-0"
+    assert trial.user_attrs[OUTPUT_ATTR] == str(run)
+    assert (run / "run_info.json").is_file() and not (run / "metrics.json").exists()  # stopped early
+    assert "Trial 0 pruned. Trial was pruned at epoch 1." in r.stdout
