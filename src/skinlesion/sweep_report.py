@@ -44,7 +44,7 @@ def load_study(storage: str, name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=rdb)
     except KeyError as e:
-        names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
+        names = optuna.get_all_study_names(rdb)
         raise SweepError(f"no study '{name}' in {storage}; it holds: {', '.join(names) or 'no study'}") from e
 
 
