@@ -107,6 +107,12 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         fail(cfg, f"{e.strerror}: {e.filename or 'an output file'}; {hint}")
 
 
+# What a config may name as a ``_target_`` (Hydra 1.4 warns on anything instantiated without such a
+# list, and 1.5 refuses it): the project's classes, optimizers and schedulers, Lightning's callbacks
+# and loggers, Optuna's samplers and pruners, and the handlers of Hydra's job logging.
+EXECUTION_WHITELIST = ("skinlesion.*", "torch.optim.*", "lightning.pytorch.*", "optuna.*", "logging.*")
+
+
 def command(task: Callable[[DictConfig], T], config_name: str) -> Callable[[], T]:
     """The entry point of ``python -m skinlesion.<config_name>``: compose ``conf/<config_name>.yaml``
     (plus the command line) and run ``task`` through :func:`run_task`.
@@ -119,4 +125,6 @@ def command(task: Callable[[DictConfig], T], config_name: str) -> Callable[[], T
 
     main.__module__ = f"skinlesion.{config_name}"  # Hydra names the job (and its log file) after it
     main.__doc__ = task.__doc__
-    return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(main)
+    return hydra.main(
+        config_path=str(CONF_DIR), config_name=config_name, execution_whitelist=EXECUTION_WHITELIST
+    )(main)
