@@ -27,6 +27,7 @@ from skinlesion.data.datamodule import ImageListDataset, SkinLesionDataModule
 from skinlesion.data.manifest import read_manifest
 from skinlesion.data.splits import assign_folds
 from skinlesion.inference.loading import load_classifier, test_predictions
+from skinlesion.models.conformal import cross_fit_membership
 from skinlesion.reports.evaluation import write_evaluation
 from skinlesion.reports.folds import (
     cv_markdown,
@@ -39,6 +40,7 @@ from skinlesion.reports.plots import plot_cv_folds
 from skinlesion.training.fit import build_datamodule, train
 
 log = logging.getLogger(__name__)
+OOF_SET_KEYS = ("set_level", "set_coverage", "set_min_class_coverage", "set_mean_size")
 
 
 def fold_config(cfg: DictConfig, fold: int) -> DictConfig:
@@ -124,6 +126,21 @@ def fold_pool_sizes(dm: SkinLesionDataModule, n_folds: int) -> tuple[int, int]:
     return len(pool) - conflicts, conflicts
 
 
+def oof_sets(
+    cfg: DictConfig, probs: np.ndarray, targets: np.ndarray, sizes: list[int], n_classes: int
+) -> dict:
+    """Out-of-fold prediction sets: each fold's photos get thresholds fitted on the other folds'
+    (its own checkpoint's were fitted on the very photos it is scored on). Nothing with one fold."""
+    level = float(cfg.get("abstain", {}).get("set_coverage") or 0.0)
+    if not level or len(sizes) < 2:
+        return {}
+    folds = np.repeat(np.arange(len(sizes)), sizes)
+    return {
+        "prediction_sets": cross_fit_membership(probs, targets, folds, n_classes, level),
+        "set_level": level,
+    }
+
+
 def command_line() -> str:
     if HydraConfig.initialized():
         return " ".join(["python -m skinlesion.cv", *HydraConfig.get().overrides.task])
@@ -144,14 +161,17 @@ def cross_validate(cfg: DictConfig) -> dict:
         preds[0]["transform"],
         groups=[g for p in preds for g in p["groups"]],
     )
+    probs = np.concatenate([p["probs"] for p in preds])
+    targets = np.concatenate([p["targets"] for p in preds])
     oof = write_evaluation(
-        np.concatenate([p["probs"] for p in preds]),
-        np.concatenate([p["targets"] for p in preds]),
+        probs,
+        targets,
         pooled,
         class_names,
         out / "oof",
         "oof",
         logits=np.concatenate([p["logits"] for p in preds]),
+        **oof_sets(cfg, probs, targets, [len(p["targets"]) for p in preds], len(class_names)),
     )
     report = {
         "model": cfg.model.backbone,
@@ -161,7 +181,8 @@ def cross_validate(cfg: DictConfig) -> dict:
         "n_conflict_images": preds[0]["pool"][1],
         "folds": list(rows),
         "summary": summarise_folds(rows, class_names),
-        "oof": {k: oof[f"oof/{k}"] for k in ("n", "acc", "acc_ci", "f1_macro", "f1_macro_ci", "kappa")},
+        "oof": {k: oof[f"oof/{k}"] for k in ("n", "acc", "acc_ci", "f1_macro", "f1_macro_ci", "kappa")}
+        | {k: oof[f"oof/{k}"] for k in OOF_SET_KEYS if f"oof/{k}" in oof},
         "checkpoints": [r["checkpoint"] for r in rows],
         "command": command_line(),
         "config": {"seed": cfg.seed, "image_size": cfg.data.image_size, "max_epochs": cfg.trainer.max_epochs},

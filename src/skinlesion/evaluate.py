@@ -33,7 +33,7 @@ from skinlesion.inference.loading import (
     run_dir_of,
     test_predictions,
 )
-from skinlesion.inference.torch_backend import abstention_mask
+from skinlesion.inference.torch_backend import abstention_mask, prediction_sets
 from skinlesion.reports.evaluation import summary_line, write_evaluation
 from skinlesion.reports.metrics import (
     Bootstrap,
@@ -83,7 +83,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "logits": model.test_outputs["logits"].numpy(),
             "temperature": float(model.temperature),
             "abstained": abstention_mask(model, probs, loader),
-        }
+        } | prediction_sets(model, probs)
     metrics = write_evaluation(
         probs,
         targets,

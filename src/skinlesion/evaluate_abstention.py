@@ -45,6 +45,7 @@ def row(group: str, pred: Prediction, true: str | None = None) -> dict:
         "abstained": pred.abstained,
         "reason": pred.reason,
         "top_class": pred.top_class,
+        "prediction_set": pred.prediction_set,
         "confidence": round(pred.confidence, 4),
         "ood_score": round(pred.ood_score, 4),
     }

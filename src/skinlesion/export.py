@@ -1,10 +1,11 @@
 """``python -m skinlesion.export``: the calibrated classifier with its abstention, as ONNX + JSON.
 
-Writes ``model.onnx`` (the ``InferenceGraph``: probabilities after temperature scaling, the k-NN
-feature distance, the skin fraction and the class activation maps; dynamic batch) and
-``model.json`` (class names, preprocessing, thresholds, metrics, versions, provenance, parity). It
-runs the exported graph in ONNX Runtime and PyTorch on the same real images and refuses to write
-the files when any probability differs by more than ``parity.tolerance``.
+Writes ``model.onnx`` (the ``InferenceGraph``: probabilities after temperature scaling, the
+out-of-distribution score and the class activation maps; dynamic batch) and ``model.json`` (class
+names, preprocessing, abstention and prediction-set thresholds, metrics, versions, provenance,
+parity). It runs the exported graph in ONNX Runtime and PyTorch on the same real images and refuses
+to write the files when any probability differs by more than ``parity.tolerance``; it warns when a
+prediction set differs (a probability within that tolerance of a set threshold).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def model_description(model: SkinLesionClassifier, ckpt: Path, parity: dict, ops
     size = int(model.preprocessing["image_size"])
     run_metrics_path = run_dir_of(ckpt) / "metrics.json"
     run_metrics = json.loads(run_metrics_path.read_text()) if run_metrics_path.is_file() else {}
-    metric_prefixes = ("test/", "val/", "calibration/", "abstain/")
+    metric_prefixes = ("test/", "val/", "calibration/", "abstain/", "sets/")
     versions = package_versions()
     for name in EXPORT_PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -70,6 +71,12 @@ def model_description(model: SkinLesionClassifier, ckpt: Path, parity: dict, ops
             "ood_stages": len(model.ood_taps),
             "ood_scale": model.ood_scale.tolist(),
             "method": "multi-layer Mahalanobis (Lee et al. 2018) + calibrated confidence, fitted on val",
+        },
+        "prediction_sets": {
+            "method": "class-conditional (Mondrian) split conformal, score 1 - p_class, fitted on val: "
+            "class c is in the set when its calibrated probability >= thresholds.set_thresholds[c]; "
+            "never empty (the top class alone when none reaches its threshold)",
+            "level": reference.info.thresholds.set_level,
         },
         "input": {"name": INPUT, "shape": ["batch", 3, size, size], "dtype": "float32"},
         "outputs": list(OUTPUTS),
@@ -101,6 +108,14 @@ def export(cfg: DictConfig) -> dict:
         onnx_path = export_onnx(model, work / "model.onnx", int(cfg.opset))
         parity = check_parity(model, onnx_path, parity_files(cfg, ckpt, model))
         parity["tolerance"] = float(cfg.parity.tolerance)
+        if parity["same_prediction_set"] < parity["images"]:
+            log.warning(
+                "ONNX and PyTorch prediction sets differ on %d of %d parity images (a probability "
+                "within %.1e of a set threshold)",
+                parity["images"] - parity["same_prediction_set"],
+                parity["images"],
+                parity["max_abs_prob_diff"],
+            )
         if parity["max_abs_prob_diff"] > cfg.parity.tolerance:
             raise CheckpointError(
                 f"ONNX parity failed: probabilities differ by up to {parity['max_abs_prob_diff']:.2e} "
@@ -117,7 +132,8 @@ def export(cfg: DictConfig) -> dict:
     log.info("exported %s to %s", ckpt, out_dir)
     print(
         f"{out_dir / 'model.onnx'}  parity: max |p_onnx - p_torch| = {parity['max_abs_prob_diff']:.2e} "
-        f"on {parity['images']} images (end to end {parity['end_to_end_prob_diff']:.2e})"
+        f"on {parity['images']} images (end to end {parity['end_to_end_prob_diff']:.2e}); "
+        f"same prediction set on {parity['same_prediction_set']}/{parity['images']}"
     )
     return parity
 

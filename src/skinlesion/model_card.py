@@ -1,10 +1,11 @@
 """``python -m skinlesion.model_card``: write ``MODEL_CARD.md`` from a run's measured files.
 
 Every number in the card is read from a file: the run's ``metrics.json``, ``.hydra/config.yaml``,
-``run_info.json`` and ``eval*/metrics.json``, the data report of the manifest the run was trained
-on (``outputs/prepared/*/report.json``) and the newest cross-validation report that trained its
-folds the same way (``outputs/cv/*/*/cv_report.json``, ``reports.folds.cv_matches_run``). What is
-missing is said to be missing, with the command that produces it; nothing is filled in by hand.
+``run_info.json``, ``eval*/metrics.json`` and ``eval/abstention.json``, the data report of the
+manifest the run was trained on (``outputs/prepared/*/report.json``) and the newest
+cross-validation report that trained its folds the same way (``outputs/cv/*/*/cv_report.json``,
+``reports.folds.cv_matches_run``). What is missing is said to be missing, with the command that
+produces it; nothing is filled in by hand.
 The card lists the files it read.
 """
 
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from skinlesion.core.errors import DataError
 from skinlesion.core.task import command
 from skinlesion.data.manifest import read_manifest
+from skinlesion.reports.coverage import card_lines
 from skinlesion.reports.folds import cv_matches_run, mean_sd
 from skinlesion.reports.metrics import bootstrap_units, calibration_lines, fmt_ci, fmt_num
 from skinlesion.reports.reliability import SELECTIVE_COVERAGES
@@ -250,6 +252,9 @@ def render(run_dir: Path, cfg_run: DictConfig, files: dict, external_name: str, 
         "## Calibration",
         "",
         *calibration_section(m, linked),
+        "## Prediction sets and abstention",
+        "",
+        *card_lines(m, (files["cv"] or {}).get("oof"), files["external"], files["abstention"]),
         "## Limits",
         "",
         "- **Skin tones:** MSID records no skin type; performance across skin tones is unmeasured and "
@@ -306,7 +311,9 @@ def model_card(cfg: DictConfig) -> Path:
     )
     cv = read_json(cv_path, sources) if cv_path else None
     external = read_json(run_dir / cfg.external_eval / "metrics.json", sources)
+    rejection = (read_json(run_dir / "eval" / "abstention.json", sources) or {}).get("summary")
     files = {"metrics": m, "info": info, "data": data, "paths": paths, "cv": cv, "external": external}
+    files["abstention"] = rejection
     out = Path(cfg.output) if cfg.output else run_dir / "MODEL_CARD.md"
     text = render(run_dir, cfg_run, files | {"sources": sources}, cfg.external_eval, out.resolve())
     out.parent.mkdir(parents=True, exist_ok=True)

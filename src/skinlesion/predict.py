@@ -1,7 +1,8 @@
 """``python -m skinlesion.predict ckpt_path=... inputs=[a.png,some_dir/] [explain=true]``.
 
-Prints one JSON line per file: the file, the prediction (null when the model abstains), the top class,
-the probability of each class, whether it abstained and why. Works from a Lightning checkpoint
+Prints one JSON line per file: the file, the prediction set (the classes it could be, with the
+stated coverage ``set_level``), the prediction (the class only when the set holds one, else null),
+the top class, the probability of each class, whether it abstained and why. Works from a Lightning checkpoint
 (PyTorch, eval transforms) and from an exported ``model.onnx`` (ONNX Runtime, no torch imported).
 ``explain=true`` (or ``--explain``) also writes each image's Grad-CAM overlay to ``explain_dir`` and
 puts its path in the line. A file that cannot be decoded gets a line with its error, not a crash.

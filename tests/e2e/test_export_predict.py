@@ -17,7 +17,7 @@ from skinlesion.export import export
 from skinlesion.inference.inputs import expand_inputs
 from skinlesion.inference.onnx_export import check_parity, export_onnx, sha256_file
 from skinlesion.inference.torch_backend import TorchBackend
-from skinlesion.models.abstention import AbstainParams, fit_abstention
+from skinlesion.models.abstention import AbstainParams, fit_abstention, fit_prediction_sets
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.models.graph import collect_outputs
 from tests.conftest import CLASSES, synthetic_image
@@ -37,9 +37,12 @@ def test_export_writes_the_model_and_its_description(deployed):
     info = json.loads(deployed.onnx.with_suffix(".json").read_text())
     assert info["format"] == "skinlesion-onnx/1" and info["class_names"] == CLASSES
     assert info["preprocessing"]["image_size"] == 64 and info["preprocessing"]["mean"] == [0.5] * 3
-    assert info["thresholds"]["confidence"] > 0 and info["thresholds"]["ood_score"] > 0  # fitted on val
+    assert info["thresholds"]["ood_score"] > 0 and info["thresholds"]["confidence"] is None  # fitted on val
+    assert info["thresholds"]["set_level"] == 0.9 and len(info["thresholds"]["set_thresholds"]) == 4
+    assert info["prediction_sets"]["level"] == 0.9 and info["metrics"]["sets/level"] == 0.9
     assert info["temperature"] > 0 and info["metrics"]["test/n"] > 0
     assert info["parity"]["images"] > 0 and info["parity"]["max_abs_prob_diff"] <= TOLERANCE
+    assert info["parity"]["same_prediction_set"] == info["parity"]["images"]
     assert {"torch", "onnx", "onnxruntime"} <= set(info["versions"])
     assert info["source"]["checkpoint_sha256"] == sha256_file(deployed.ckpt)
     # the export folder travels to servers: it names its run and checkpoint, never this machine's paths
@@ -51,7 +54,8 @@ def test_export_writes_the_model_and_its_description(deployed):
 
 @pytest.mark.integration
 def test_default_architecture_matches_pytorch_on_real_images(tmp_path, real_slice):
-    """efficientnet_lite0 at 224 px with fitted abstention: ONNX Runtime vs PyTorch within 1e-4."""
+    """efficientnet_lite0 at 224 px with fitted abstention and sets: ONNX Runtime vs PyTorch within
+    1e-4, the same prediction sets."""
     torch.manual_seed(0)
     model = SkinLesionClassifier(CLASSES, backbone="efficientnet_lite0", image_size=224).eval()
     files = expand_inputs([str(real_slice)])[::4]
@@ -60,8 +64,11 @@ def test_default_architecture_matches_pytorch_on_real_images(tmp_path, real_slic
     y = torch.arange(len(files)) % 4
     outputs = collect_outputs(model, [(x, y)])
     fit_abstention(model, outputs, outputs, AbstainParams())
-    parity = check_parity(model, export_onnx(model, tmp_path / "model.onnx"), files)
-    assert parity["images"] == len(files)
+    fit_prediction_sets(model, model.probabilities(outputs["logits"]), y, 0.5)
+    others = expand_inputs([str(real_slice)])[2::4]  # not the photos the set thresholds sit on
+    parity = check_parity(model, export_onnx(model, tmp_path / "model.onnx"), others)
+    assert parity["images"] == len(others) == parity["same_prediction_set"]
+    assert parity["same_prediction_set_end_to_end"] == len(others)
     assert parity["max_abs_prob_diff"] <= TOLERANCE and parity["end_to_end_prob_diff"] <= TOLERANCE
     assert parity["max_rel_ood_score_diff"] <= 1e-4 and parity["max_rel_cam_diff"] <= 1e-4
 
@@ -103,7 +110,8 @@ def test_predict_from_checkpoint_and_onnx_agree(deployed, tmp_path):
         diff = max(abs(a["probabilities"][c] - b["probabilities"][c]) for c in CLASSES)
         assert diff <= TOLERANCE
         assert (a["abstained"], a["reason"], a["top_class"]) == (b["abstained"], b["reason"], b["top_class"])
-        assert a["prediction"] == (None if a["abstained"] else a["top_class"])
+        assert a["prediction_set"] == b["prediction_set"] and a["set_level"] == b["set_level"] == 0.9
+        assert a["prediction"] == (a["prediction_set"][0] if len(a["prediction_set"]) == 1 else None)
         if b["reason"] != "out_of_distribution":
             assert Image.open(b["heatmap"]).size == (64, 64)
         assert "heatmap" not in a  # only with --explain

@@ -1,65 +1,122 @@
-"""The upload page in headless Chromium (Debian's, driven by Playwright from PyPI)."""
+"""The upload page in headless Chromium (Debian's, driven by Playwright from PyPI): what a person
+reads for a clear photo (one class), an unsure one (a set, never a bold class) and a photo turned
+away, with the notice to see a doctor on every answer."""
 
+import json
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
 
-from skinlesion.inference.loading import checkpoint_datamodule, load_classifier, split_files
+from skinlesion.inference.decision import NOT_ENOUGH
+from skinlesion.inference.inputs import expand_inputs
+from skinlesion.inference.runtime import OnnxBackend, Predictor
+from skinlesion.reports.nonskin import sample_photos
 from skinlesion.serve.process import running_server
 from tests.conftest import CLASSES
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+DOCTOR = "See a doctor about any skin change that worries you"
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
 ]
 
-
-def answered_test_image(url: str, ckpt: Path) -> tuple[Path, dict]:
-    """A real test-split image the model answers (the page shows a class and a heatmap for it)."""
-    model = load_classifier(ckpt)
-    for path in split_files(checkpoint_datamodule(ckpt, model), "test"):
-        body = httpx.post(
-            f"{url}/api/predict", files={"file": (path.name, path.read_bytes())}, timeout=60
-        ).json()
-        if not body["abstained"]:
-            return path, body
-    pytest.fail("the model abstained on every real test image")
+# Every visible element of the answer whose own text names a class in bold (font-weight >= 600).
+BOLD_CLASSES = """(names) => [...document.querySelectorAll('#result *')].filter((el) => {
+  const own = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('');
+  return el.offsetParent !== null && parseInt(getComputedStyle(el).fontWeight) >= 600
+    && names.some((name) => own.includes(name));
+}).map((el) => el.id || el.tagName)"""
 
 
-def test_upload_shows_the_class_the_bars_and_the_heatmap(real_deployed, tmp_path):
+def three_cases(model: Path, photos: Path, out: Path) -> tuple[Path, Path, Path, bytes]:
+    """A copy of the exported model whose sets hold every class at probability >= tau, and real
+    photos for the three answers: one class, a set of two or more, turned away.
+
+    tau is chosen on the real lesion photos so that one gets one class and another two or more:
+    the tiny test model has two or three validation photos per class, too few for a fitted 90 %
+    set (it lists all four classes for every photo). The page is what is tested here.
+    """
+    predictor = Predictor(OnnxBackend(model))
+    answered = []
+    for path in expand_inputs([str(photos)]):
+        pred = predictor.predict_file(path)
+        if not pred.abstained:
+            answered.append((path, sorted(pred.probabilities.values(), reverse=True)))
+    unsure, ranked = max(answered, key=lambda item: item[1][1])
+    tau = ranked[1]  # the largest second probability: that photo's set holds two classes or more
+    clear = next(p for p, (first, second, *_) in answered if first >= tau > second)
+    away = next(data for name, data in sample_photos() if predictor.predict_bytes(data, name).abstained)
+    out.mkdir()
+    shutil.copyfile(model, out / "model.onnx")
+    info = json.loads(model.with_suffix(".json").read_text())
+    info["thresholds"]["set_thresholds"] = [tau] * len(info["class_names"])
+    (out / "model.json").write_text(json.dumps(info))
+    return out / "model.onnx", clear, unsure, away
+
+
+def copied(source: Path, folder: Path) -> Path:
+    """A real file for the picker, not a symlink into the data."""
+    target = folder / source.name
+    shutil.copyfile(source, target)
+    return target
+
+
+def test_one_class_a_set_or_no_answer_said_plainly(real_deployed, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
-    with running_server(real_deployed.onnx) as server, playwright.sync_playwright() as p:
-        image, expected = answered_test_image(server.url, real_deployed.ckpt)
-        upload = tmp_path / image.name  # a real file for the picker, not a symlink into the data
-        shutil.copyfile(image, upload)
+    model, clear, unsure, away = three_cases(real_deployed.onnx, real_deployed.data, tmp_path / "model")
+    nonskin = tmp_path / "model" / "nonskin.png"
+    nonskin.write_bytes(away)  # a real photo of no skin (scikit-image's and others' samples)
+    with running_server(model) as server, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(server.url)
             assert "research tool, not a medical device" in page.inner_text("#notice").lower()
-            page.set_input_files("#file", str(upload))
+
+            def upload(path: Path) -> None:
+                page.set_input_files("#file", str(copied(path, tmp_path)))
+                page.wait_for_selector("#answer-block:not([hidden])", timeout=30_000)
+                assert DOCTOR in page.inner_text("#doctor") and page.locator("#doctor").is_visible()
+                assert page.locator(".bar").count() == len(CLASSES)
+
+            upload(clear)  # one class: the only bold class name on the page
             page.wait_for_selector("#heatmap-figure:not([hidden])", timeout=30_000)
-            assert page.inner_text("#prediction") == expected["prediction"] in CLASSES
+            shown = page.inner_text("#prediction")
+            assert shown in CLASSES and page.locator("#set").is_hidden()
             assert page.locator("#abstain").is_hidden()
-            assert page.locator(".bar").count() == len(CLASSES)
-            top = page.locator(".bar.top")
-            assert top.get_attribute("data-class") == expected["prediction"]
-            assert page.eval_on_selector("#heatmap", "img => img.src.startsWith('data:image/png')")
+            assert page.evaluate(BOLD_CLASSES, CLASSES) == ["prediction"]
+            assert page.locator(".bar.in-set").count() == 1
+            assert page.locator(".bar.in-set").get_attribute("data-class") == shown
             assert page.eval_on_selector("#heatmap", "img => img.complete && img.naturalWidth") == 64
-            assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth") > 0
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            assert "90% prediction set" in page.inner_text("#answer")
+            page.screenshot(path=str(tmp_path / "page_one.png"), full_page=True)
+
+            upload(unsure)  # two or more: said in words, no bold class anywhere
+            page.wait_for_selector("#set:not([hidden])", timeout=30_000)
+            said = page.inner_text("#set")
+            assert said.startswith("Could be ") and said.endswith(f"; {NOT_ENOUGH}.") and " or " in said
+            named = [c for c in CLASSES if c in said]
+            assert len(named) >= 2 and page.locator(".bar.in-set").count() == len(named)
+            assert page.locator("#prediction").is_hidden() and page.evaluate(BOLD_CLASSES, CLASSES) == []
+            page.screenshot(path=str(tmp_path / "page_set.png"), full_page=True)
+
+            upload(nonskin)  # turned away: no class, no heatmap
+            page.wait_for_selector("#abstain:not([hidden])", timeout=30_000)
+            assert page.inner_text("#abstain").startswith("Not a recognisable skin lesion")
+            assert page.locator("#prediction").is_hidden() and page.locator("#set").is_hidden()
+            assert page.evaluate(BOLD_CLASSES, CLASSES) == [] and page.locator(".bar.in-set").count() == 0
+            assert page.locator("#heatmap-figure").is_hidden()
+            page.screenshot(path=str(tmp_path / "page_away.png"), full_page=True)
 
             notes = tmp_path / "notes.txt"
             notes.write_text("not an image")
             page.set_input_files("#file", str(notes))
             page.wait_for_selector("#error:not([hidden])", timeout=30_000)
             assert "not a recognised image format" in page.inner_text("#error")
-            page.screenshot(path=str(tmp_path / "page_error.png"), full_page=True)
         finally:
             browser.close()
-    assert (tmp_path / "page.png").stat().st_size > 10_000
+    assert min((tmp_path / f"page_{k}.png").stat().st_size for k in ("one", "set", "away")) > 10_000

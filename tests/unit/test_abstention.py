@@ -4,6 +4,7 @@ import lightning as L
 import pytest
 import torch
 
+from skinlesion.inference.decision import Thresholds
 from skinlesion.inference.loading import load_classifier
 from skinlesion.inference.torch_backend import thresholds_of
 from skinlesion.models.abstention import AbstainParams, class_gaussian, fit_abstention
@@ -90,9 +91,10 @@ def test_fitted_statistics_of_any_size_travel_in_the_checkpoint(tmp_path, model)
 def test_a_checkpoint_from_before_abstention_loads_with_the_gates_off(tmp_path, model):
     save(model, tmp_path / "old.ckpt")
     ckpt = torch.load(tmp_path / "old.ckpt", weights_only=True)
-    for name in [k for k in ckpt["state_dict"] if k.startswith(("temperature", "confidence_", "ood_"))]:
+    post_fit = ("temperature", "confidence_", "ood_", "set_")
+    for name in [k for k in ckpt["state_dict"] if k.startswith(post_fit)]:
         del ckpt["state_dict"][name]
     torch.save(ckpt, tmp_path / "old.ckpt")
     loaded = load_classifier(tmp_path / "old.ckpt")
-    assert thresholds_of(loaded).to_json() == {"confidence": None, "ood_score": None}
+    assert thresholds_of(loaded) == Thresholds()  # every gate off, no prediction sets
     assert loaded.temperature.item() == 1.0 and loaded.ood_scale.numel() == 0

@@ -112,5 +112,5 @@ def test_gates(probs, ood, reason):
 
 def test_unfitted_thresholds_never_abstain():
     t = Thresholds.from_values(0.0, float("inf"))
-    assert t == Thresholds() and t.to_json() == {"confidence": None, "ood_score": None}
+    assert t == Thresholds() and set(t.to_json().values()) == {None}
     assert not decide([0.26, 0.25, 0.25, 0.24], CLASSES, 99.0, t).abstained

@@ -16,6 +16,7 @@ from skinlesion.data.images import load_image
 from skinlesion.inference.runtime import INPUT, OUTPUTS, OnnxBackend
 from skinlesion.inference.torch_backend import TorchBackend
 from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.models.conformal import set_membership
 from skinlesion.models.graph import InferenceGraph
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ def check_parity(model: SkinLesionClassifier, onnx_path: Path, files: list[Path]
     """Max absolute differences between PyTorch and ONNX Runtime on the same images.
 
     ``max_abs_prob_diff`` feeds both the same tensors (the export itself); ``end_to_end_prob_diff``
-    lets each use its own preprocessing (eval_transforms vs the NumPy port used by serve).
+    lets each use its own preprocessing (eval_transforms vs the NumPy port used by serve). The
+    ``same_prediction_set`` counts are the images whose sets (the model's thresholds) agree.
     """
     reference = TorchBackend(model)
     onnx = OnnxBackend(onnx_path, info=reference.info)
@@ -63,6 +65,12 @@ def check_parity(model: SkinLesionClassifier, onnx_path: Path, files: list[Path]
     want, got = reference.run(batch), onnx.run(batch)
     own = onnx.run(np.concatenate([onnx.prepare(im) for im in images]))
     cam_scale = float(np.abs(want["cam"]).max()) or 1.0
+    sets = reference.info.thresholds.set_thresholds
+    same_set = (
+        (lambda a, b: int((set_membership(a, sets) == set_membership(b, sets)).all(1).sum()))
+        if sets is not None
+        else (lambda a, b: int((a.argmax(1) == b.argmax(1)).sum()))  # no sets: the top class is the set
+    )
     return {
         "images": len(images),
         "max_abs_prob_diff": float(np.abs(want["probs"] - got["probs"]).max()),
@@ -71,6 +79,8 @@ def check_parity(model: SkinLesionClassifier, onnx_path: Path, files: list[Path]
         "max_rel_cam_diff": float(np.abs(want["cam"] - got["cam"]).max()) / cam_scale,
         "end_to_end_prob_diff": float(np.abs(want["probs"] - own["probs"]).max()),
         "same_top_class": int((want["probs"].argmax(1) == own["probs"].argmax(1)).sum()),
+        "same_prediction_set": same_set(want["probs"], got["probs"]),
+        "same_prediction_set_end_to_end": same_set(want["probs"], own["probs"]),
     }
 
 

@@ -32,7 +32,7 @@ UPLOAD_LIMITS = DecodeLimits(max_bytes=10 * 1024 * 1024, formats=PHOTO_FORMATS)
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What travels with a model: classes, preprocessing and abstention thresholds."""
+    """What travels with a model: classes, preprocessing, abstention and prediction-set thresholds."""
 
     class_names: list[str]
     image_size: int
@@ -114,10 +114,13 @@ class OnnxBackend:
 
 @dataclass
 class Prediction:
-    """One image's answer. ``prediction`` is None when the model abstains; ``top_class`` never is."""
+    """One image's answer. ``prediction`` is the class only when the prediction set holds exactly
+    one; it is None for a set of two or more and when the model abstains. ``top_class`` never is."""
 
     file: str
     prediction: str | None
+    prediction_set: list[str]  # most probable first; empty when the model abstains
+    set_level: float | None  # the sets' stated coverage; None: no sets fitted (top class alone)
     top_class: str
     confidence: float
     probabilities: dict[str, float]
@@ -157,7 +160,9 @@ class Predictor:
             heatmap = overlay(model_view(image, self.info.image_size), outputs["cam"][i][top])
         return Prediction(
             file=name,
-            prediction=None if decision.abstained else names[top],
+            prediction=decision.answer,
+            prediction_set=list(decision.prediction_set),
+            set_level=self.info.thresholds.set_level,
             top_class=names[top],
             confidence=probs[top],
             probabilities=dict(zip(names, probs, strict=True)),

@@ -1,5 +1,6 @@
 """The checkpoint backend: a Lightning checkpoint run in PyTorch eager mode behind the same
-``Predictor`` as the ONNX model, and the abstention gates of a checkpoint applied to a split.
+``Predictor`` as the ONNX model, and the abstention gates and prediction sets of a checkpoint
+applied to a split.
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ from skinlesion.inference.decision import Thresholds
 from skinlesion.inference.loading import load_classifier
 from skinlesion.inference.runtime import OUTPUTS, ModelInfo
 from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.models.conformal import set_membership
 from skinlesion.models.graph import InferenceGraph, collect_outputs
 from skinlesion.models.ood import ood_score
 
 
 def thresholds_of(model: SkinLesionClassifier) -> Thresholds:
-    return Thresholds.from_values(float(model.confidence_threshold), float(model.ood_threshold))
+    return Thresholds.from_values(
+        float(model.confidence_threshold),
+        float(model.ood_threshold),
+        round(float(model.set_level), 6),  # a float32 buffer: 0.9 is stored as 0.89999998
+        model.set_threshold.tolist(),
+    )
 
 
 class TorchBackend:
@@ -73,3 +80,12 @@ def abstention_mask(model: SkinLesionClassifier, probs: np.ndarray, loader=None)
     if gates.confidence is not None:
         abstained |= np.asarray(probs).max(1) < gates.confidence
     return abstained
+
+
+def prediction_sets(model: SkinLesionClassifier, probs: np.ndarray) -> dict:
+    """``write_evaluation``'s set arguments: the (N, C) membership of the checkpoint's prediction
+    sets (the rule of ``decide``, before any gate) and their level; nothing without set thresholds."""
+    gates = thresholds_of(model)
+    if gates.set_thresholds is None:
+        return {}
+    return {"prediction_sets": set_membership(probs, gates.set_thresholds), "set_level": gates.set_level}

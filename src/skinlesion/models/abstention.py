@@ -11,32 +11,42 @@ skinlesion.evaluate_abstention`` is a held-out figure.
 - ``ood_scale``: per stage, the median validation distance (so the stages weigh alike);
 - ``ood_threshold``: the ``1 - ood_reject`` quantile of the validation scores;
 - ``confidence_threshold``: the ``confidence_reject`` quantile of the calibrated top-class
-  probability over the validation images that pass the first gate.
+  probability over the validation images that pass the first gate (off by default);
+- ``set_threshold``, ``set_level``: the per-class thresholds of the prediction sets
+  (``models/conformal.py``) at coverage ``set_coverage``, from the calibrated probabilities of all
+  validation images (the guarantee is over photos drawn like them, before any gate).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from sklearn.covariance import LedoitWolf
 
 from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.models.conformal import fit_set_thresholds, set_membership, too_few
 from skinlesion.models.ood import mahalanobis, ood_score
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class AbstainParams:
-    """The share of validation images each gate may reject."""
+    """The share of validation images each gate may reject, and the prediction sets' coverage."""
 
     enabled: bool = True
     ood_reject: float = 0.03
-    confidence_reject: float = 0.01
+    confidence_reject: float = 0.0  # off: the prediction set says "unsure" with a stated coverage
+    set_coverage: float = 0.90  # 0: no prediction sets (the top class alone)
 
     def __post_init__(self) -> None:
         for name in ("ood_reject", "confidence_reject"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ValueError(f"abstain.{name} must be in [0, 0.5), got {getattr(self, name)}")
+        if not 0.0 <= self.set_coverage < 1.0:
+            raise ValueError(f"abstain.set_coverage must be in [0, 1) (0: off), got {self.set_coverage}")
 
 
 def class_gaussian(
@@ -90,4 +100,36 @@ def fit_abstention(
         "abstain/val_acc_all": float(correct.mean()),
         "abstain/val_acc_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan"),
     }
+    return buffers, summary
+
+
+def fit_prediction_sets(
+    model: SkinLesionClassifier, probs: torch.Tensor, targets: torch.Tensor, level: float
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Set thresholds from calibrated validation probabilities; sets the model's buffers."""
+    names = model.class_names
+    p, y = probs.double().cpu().numpy(), targets.cpu().numpy()
+    thresholds = fit_set_thresholds(p, y, len(names), level)
+    short = [names[c] for c in too_few(y, len(names), level)]
+    if short:
+        log.warning(
+            "too few validation photos of %s for %.0f %% sets: %s will be in every set",
+            ", ".join(short),
+            100 * level,
+            "they" if len(short) > 1 else "it",
+        )
+    buffers = {
+        "set_threshold": torch.from_numpy(thresholds).float(),
+        "set_level": torch.tensor(float(level)),
+    }
+    device = model.temperature.device
+    model.set_threshold = buffers["set_threshold"].to(device)
+    model.set_level = buffers["set_level"].to(device)
+    sizes = set_membership(p, model.set_threshold.double().cpu().numpy()).sum(1)
+    summary = {
+        "sets/level": level,
+        "sets/val_mean_size": float(sizes.mean()) if len(sizes) else float("nan"),
+        "sets/classes_in_every_set": short,
+    }
+    summary |= {f"sets/threshold/{n}": float(t) for n, t in zip(names, thresholds, strict=True)}
     return buffers, summary

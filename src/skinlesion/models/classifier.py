@@ -32,7 +32,7 @@ from skinlesion.models.backbones import get_backbone
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 DEFAULT_REGULARIZER = {"_target_": "skinlesion.models.regularizers.WeightPenalty", "l1": 0.0, "l2": 0.0}
 MONITOR = "val/f1_macro"
-POST_FIT_BUFFERS = ("temperature", "confidence_threshold", "ood_")  # name prefixes
+POST_FIT_BUFFERS = ("temperature", "confidence_threshold", "ood_", "set_")  # name prefixes
 
 
 def batch_mixing(num_classes: int, mixup_alpha: float, cutmix_alpha: float) -> v2.Transform | None:
@@ -100,6 +100,10 @@ class SkinLesionClassifier(SafeLoading, L.LightningModule):
         for j in range(len(self.ood_taps)):
             self.register_buffer(f"ood_mean_{j}", torch.zeros(0))
             self.register_buffer(f"ood_precision_{j}", torch.zeros(0))
+        # prediction sets (models/conformal.py): per-class probability thresholds and their
+        # coverage level, fitted on val after training; empty / 0 = no sets (the top class alone)
+        self.register_buffer("set_threshold", torch.zeros(0))
+        self.register_buffer("set_level", torch.zeros(()))
         self.frozen: list[nn.Module] = []
         self.freeze(freeze_stages)
         n = len(class_names)

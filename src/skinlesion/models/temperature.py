@@ -3,8 +3,9 @@
 Temperature scaling (Guo et al., 2017) divides the logits by one scalar T fitted to minimise the
 validation NLL: accuracy is unchanged, probabilities become honest. T lives in the classifier's
 ``temperature`` buffer, so the checkpoint, the ONNX export, predict and serve all carry it. The
-abstention thresholds (``models/abstention.py``) are fitted in the same step, on calibrated
-probabilities, and stored the same way.
+abstention thresholds and the prediction sets' thresholds (``models/abstention.py``,
+``models/conformal.py``) are fitted in the same step, on calibrated probabilities, and stored the
+same way.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from skinlesion.core.checkpoints import load_checkpoint, save_checkpoint
-from skinlesion.models.abstention import AbstainParams, fit_abstention
+from skinlesion.models.abstention import AbstainParams, fit_abstention, fit_prediction_sets
 from skinlesion.models.graph import collect_outputs
 
 
@@ -56,7 +57,8 @@ def calibrate_checkpoint(
     """Fit the temperature of ``model`` (holding the checkpoint's weights) on val; store it back.
 
     With a ``train_loader`` (eval transforms) and ``abstain`` enabled, also fit the abstention
-    thresholds and the out-of-distribution statistics, stored in the same checkpoint.
+    thresholds and the out-of-distribution statistics; with ``abstain.set_coverage``, the prediction
+    sets' thresholds: all stored in the same checkpoint.
     """
     val = collect_outputs(model, val_loader)
     logits, targets = val["logits"], val["targets"]
@@ -72,5 +74,11 @@ def calibrate_checkpoint(
         fitted, abstain_summary = fit_abstention(model, val, collect_outputs(model, train_loader), abstain)
         buffers |= fitted
         summary |= abstain_summary
+    if abstain is not None and abstain.set_coverage and len(targets):
+        fitted, set_summary = fit_prediction_sets(
+            model, model.probabilities(logits), targets, abstain.set_coverage
+        )
+        buffers |= fitted
+        summary |= set_summary
     update_checkpoint_buffers(ckpt_path, buffers)
     return summary

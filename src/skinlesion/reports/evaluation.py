@@ -15,6 +15,7 @@ import numpy as np
 from skinlesion.core.artifacts import write_json
 from skinlesion.core.errors import DataError
 from skinlesion.data.datamodule import ImageListDataset
+from skinlesion.reports.coverage import set_markdown, set_metrics
 from skinlesion.reports.metrics import (
     DEFAULT_BOOTSTRAP,
     Bootstrap,
@@ -55,6 +56,8 @@ def write_evaluation(
     logits: np.ndarray | None = None,
     temperature: float | None = None,
     abstained: np.ndarray | None = None,
+    prediction_sets: np.ndarray | None = None,
+    set_level: float | None = None,
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
     ece_bins: int = 15,
 ) -> dict:
@@ -62,7 +65,8 @@ def write_evaluation(
 
     ``probs`` are what the model outputs (temperature-scaled); with the raw ``logits`` calibration
     is also reported before scaling. The bootstrap resamples ``dataset.groups`` when it has them.
-    ``abstained`` (a mask, from :func:`abstention_mask`) adds the abstention figures.
+    ``abstained`` (a mask, from :func:`abstention_mask`) adds the abstention figures;
+    ``prediction_sets`` (an (N, C) membership, at coverage ``set_level``) the sets' coverage and sizes.
     """
     out_dir = Path(out_dir)
     try:
@@ -75,12 +79,15 @@ def write_evaluation(
     metrics |= selective_metrics(probs, targets, prefix)
     if abstained is not None:
         metrics |= abstention_metrics(probs, targets, abstained, class_names, prefix)
+    if prediction_sets is not None:
+        metrics |= set_metrics(prediction_sets, targets, class_names, prefix, set_level or float("nan"))
     write_json(out_dir / "metrics.json", metrics)
     title = f"Classification report ({prefix}, {len(targets)} images)"
     (out_dir / "classification_report.md").write_text(
         report_markdown(probs, targets, class_names, title)
         + "\n"
         + details_markdown(metrics, class_names, prefix)
+        + set_markdown(metrics, class_names, prefix)
     )
     preds = probs.argmax(1)
     cm = confusion_matrix(targets, preds, len(class_names))
@@ -124,7 +131,8 @@ def write_evaluation(
 def summary_line(metrics: dict, prefix: str) -> str:
     """The headline figures on one line, intervals in brackets."""
     parts = []
-    for key in ("acc", "f1_macro", "kappa", "auc_macro", "ece", "abstention_rate", "acc_non_abstained"):
+    keys = ("acc", "f1_macro", "kappa", "auc_macro", "ece", "abstention_rate", "acc_non_abstained")
+    for key in (*keys, "set_coverage", "set_mean_size"):
         value, ci = metrics.get(f"{prefix}/{key}"), metrics.get(f"{prefix}/{key}_ci")
         if value is None:
             continue

@@ -28,7 +28,10 @@ from skinlesion.core.task import root_cause
 from skinlesion.inference.cam import png_bytes
 from skinlesion.inference.runtime import Predictor
 
-NOTICE = "Research tool, not a medical device. It must never be used to diagnose anyone."
+NOTICE = (
+    "Research tool, not a medical device. It must never be used to diagnose anyone. "
+    "See a doctor about any skin change that worries you."
+)
 MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the file
 # What /health says of a model's origin (model.json's "source"): hashes and names, never a path.
 PUBLIC_SOURCE = ("checkpoint_sha256", "backbone", "data_manifest_sha256", "git_commit")
@@ -36,11 +39,19 @@ PUBLIC_SOURCE = ("checkpoint_sha256", "backbone", "data_manifest_sha256", "git_c
 
 class PredictResponse(BaseModel):
     file: str = Field(description="the uploaded file's name")
-    prediction: str | None = Field(description="the class, or null when the model abstains")
+    prediction: str | None = Field(
+        description="the class, only when the prediction set holds exactly one; null for a set of two "
+        "or more and when the model abstains"
+    )
+    prediction_set: list[str] = Field(
+        description="the classes the photo could be, most probable first: the true class is in it with "
+        "probability set_level (class-conditional conformal); empty when the model abstains"
+    )
+    set_level: float | None = Field(description="stated coverage of prediction_set; null: top class alone")
     top_class: str = Field(description="the most probable class, given even when the model abstains")
     confidence: float = Field(description="calibrated probability of top_class")
     probabilities: dict[str, float] = Field(description="calibrated probability of each class")
-    abstained: bool
+    abstained: bool = Field(description="turned away by a gate: no class and an empty set")
     reason: Literal["out_of_distribution", "low_confidence"] | None
     message: str = Field(description="the answer in words, or why there is none")
     ood_score: float = Field(description="out-of-distribution score, compared with the fitted threshold")
@@ -81,8 +92,8 @@ def create_app(predictor: Predictor, concurrency: int = 1) -> FastAPI:
         max_body_size=limit + MULTIPART_SLACK,  # larger bodies get 413 before they are parsed
         title="skinlesion",
         version=__version__,
-        description=f"Skin-lesion photo classifier ({', '.join(info.class_names)}) with abstention and "
-        f"Grad-CAM. {NOTICE}",
+        description=f"Skin-lesion photo classifier ({', '.join(info.class_names)}) with prediction sets, "
+        f"abstention and Grad-CAM. {NOTICE}",
     )
     slots: dict[str, anyio.CapacityLimiter] = {}
 

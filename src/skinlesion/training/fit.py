@@ -31,7 +31,7 @@ from skinlesion.core.errors import CheckpointError
 from skinlesion.core.resume import ResumableCSVLogger, ResumePoint, inspect_checkpoint, remove_partial_files
 from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.data.manifest import refuse_outputs_inside
-from skinlesion.inference.torch_backend import abstention_mask
+from skinlesion.inference.torch_backend import abstention_mask, prediction_sets
 from skinlesion.models.abstention import AbstainParams
 from skinlesion.models.backbones import get_backbone
 from skinlesion.models.classifier import SkinLesionClassifier
@@ -177,6 +177,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> float:
             logits=outputs["logits"].numpy(),
             temperature=float(model.temperature),
             abstained=abstention_mask(model, outputs["probs"].numpy(), dm.eval_loader("test")),
+            **prediction_sets(model, outputs["probs"].numpy()),
         )
     write_json(run_dir / "metrics.json", summary)
     if cfg.get("link_latest", True):

@@ -1,0 +1,146 @@
+"""How prediction sets did on a labelled set of photos: coverage, class by class, and set sizes.
+
+The sets come in as an (N, C) membership matrix (``inference.torch_backend.prediction_sets``, or
+``models.conformal.cross_fit_membership`` out of fold), so this module only counts. Coverage is
+the share of photos whose set holds their true class; the promise is per class, so each class's
+coverage is reported with its exact (Clopper-Pearson) interval: with ten photos of a class, 0.8 is
+no evidence against 0.9.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import binomtest
+
+CI_LEVEL = 0.95
+
+
+def exact_interval(hits: int, n: int) -> list[float] | None:
+    if n == 0:
+        return None
+    ci = binomtest(hits, n).proportion_ci(CI_LEVEL, method="exact")
+    return [float(ci.low), float(ci.high)]
+
+
+def set_metrics(
+    member: np.ndarray, targets: np.ndarray, class_names: Sequence[str], prefix: str, level: float
+) -> dict:
+    """Coverage overall and per class (with intervals), mean set size, and the share of single answers."""
+    member, targets = np.asarray(member, dtype=bool), np.asarray(targets)
+    n = len(targets)
+    covered = member[np.arange(n), targets] if n else np.zeros(0, dtype=bool)
+    sizes = member.sum(1)
+    p = prefix
+    out: dict = {
+        f"{p}/set_level": float(level),
+        f"{p}/set_coverage": float(covered.mean()) if n else float("nan"),
+        f"{p}/set_coverage_ci": exact_interval(int(covered.sum()), n),
+        f"{p}/set_mean_size": float(sizes.mean()) if n else float("nan"),
+        f"{p}/set_size_counts": [int((sizes == k).sum()) for k in range(1, member.shape[1] + 1)],
+        f"{p}/set_single_rate": float((sizes == 1).mean()) if n else float("nan"),
+        f"{p}/set_single_acc": float(covered[sizes == 1].mean()) if (sizes == 1).any() else float("nan"),
+    }
+    per_class = []
+    for c, name in enumerate(class_names):
+        own = targets == c
+        if not own.any():
+            continue
+        value = float(covered[own].mean())
+        per_class.append(value)
+        out[f"{p}/set_coverage/{name}"] = value
+        out[f"{p}/set_coverage_ci/{name}"] = exact_interval(int(covered[own].sum()), int(own.sum()))
+        out[f"{p}/set_mean_size/{name}"] = float(sizes[own].mean())
+    out[f"{p}/set_min_class_coverage"] = min(per_class) if per_class else float("nan")
+    return out
+
+
+def _ci(bounds) -> str:
+    return f"{bounds[0]:.3f} – {bounds[1]:.3f}" if bounds else "–"
+
+
+def set_markdown(m: dict, class_names: Sequence[str], prefix: str) -> str:
+    """The prediction-set section of a classification report (empty when there are no sets)."""
+    p = prefix
+    if f"{p}/set_coverage" not in m:
+        return ""
+    level = round(100 * m[f"{p}/set_level"])
+    counts = ", ".join(f"{k + 1}: {v}" for k, v in enumerate(m[f"{p}/set_size_counts"]))
+    lines = [
+        f"## Prediction sets ({level} % class-conditional conformal)",
+        "",
+        f"Coverage {m[f'{p}/set_coverage']:.3f} ({_ci(m[f'{p}/set_coverage_ci'])}, exact "
+        f"{round(100 * CI_LEVEL)} % interval); mean set size {m[f'{p}/set_mean_size']:.3f}; "
+        f"single-class answers {m[f'{p}/set_single_rate']:.1%}, right {m[f'{p}/set_single_acc']:.3f} "
+        f"of the time; photos by set size {counts}.",
+        "",
+        "| class | coverage | interval | mean set size |",
+        "|---|---|---|---|",
+    ]
+    for name in class_names:
+        if f"{p}/set_coverage/{name}" in m:
+            lines.append(
+                f"| {name} | {m[f'{p}/set_coverage/{name}']:.3f} | {_ci(m[f'{p}/set_coverage_ci/{name}'])} "
+                f"| {m[f'{p}/set_mean_size/{name}']:.2f} |"
+            )
+    return "\n".join([*lines, ""]) + "\n"
+
+
+def _cell(m: dict | None, key: str, pct: bool = False) -> str:
+    value = None if m is None else m.get(key)
+    if value is None or value != value:  # missing or NaN
+        return "–"
+    return f"{value:.1%}" if pct else f"{value:.3f}"
+
+
+def card_lines(test: dict, oof: dict | None, external: dict | None, rejection: dict | None) -> list[str]:
+    """The model card's section on sets and abstention, from the files the runs wrote.
+
+    ``test`` and ``external``: ``eval*/metrics.json`` (prefixes ``test``, ``folder``); ``oof``: the CV
+    report's ``oof`` block; ``rejection``: the summary of ``evaluate_abstention`` (``abstention.json``).
+    """
+    if "test/set_coverage" not in test:
+        return ["No prediction sets in this run: `python -m skinlesion.calibrate`, then `make evaluate`.", ""]
+    level = round(100 * test["test/set_level"])
+    columns = [
+        ("in-domain test", test, "test/"),
+        ("out of fold (CV)", oof, ""),
+        ("external", external, "folder/"),
+    ]
+    rows = [
+        ("coverage", "set_coverage", False),
+        ("lowest class coverage", "set_min_class_coverage", False),
+        ("mean set size", "set_mean_size", False),
+        ("single-class answers", "set_single_rate", True),
+        ("turned away by the gates", "abstention_rate", True),
+    ]
+    lines = [
+        f"The model names one condition only when its {level} % prediction set holds exactly one; otherwise "
+        "it says which conditions the photo could be. Class-conditional split conformal prediction, fitted "
+        f"on the validation split: for a photo like the calibration photos, its true class is in the set "
+        f"with probability at least {level} %, class by class. Out of fold, each fold's sets use "
+        "thresholds fitted on the other folds.",
+        "",
+        "| | " + " | ".join(name for name, _, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for label, key, pct in rows:
+        cells = [_cell(m, f"{p}{key}", pct) for _, m, p in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    names = [k.rpartition("/")[2] for k in test if k.startswith("test/set_coverage/")]
+    lines += ["", "| class | test coverage | external coverage |", "|---|---|---|"]
+    for name in names:
+        lines.append(
+            f"| {name} | {_cell(test, f'test/set_coverage/{name}')} "
+            f"| {_cell(external, f'folder/set_coverage/{name}')} |"
+        )
+    if rejection is not None:
+        sets = rejection.get("sets", {})
+        shares = ", ".join(
+            f"{group} {s['rejected']}/{s['n']} ({s['rejected_fraction']:.1%})" for group, s in sets.items()
+        )
+        lines += ["", f"Turned away by the gates (`make abstention`): {shares}."]
+    else:
+        lines += ["", "Rejection rates on non-skin images not measured: run `make abstention`."]
+    return [*lines, ""]
