@@ -1,5 +1,5 @@
-"""``python -m skinlesion.prepare [data.root=...]``: scan, hash, group and split a data root; write
-the manifest and the report (see :mod:`skinlesion.data.manifest`)."""
+"""``python -m skinlesion.prepare [data=multisource] [data.root=...]``: scan, hash, group and split a
+data root or several sources; write the manifest and the report (see :mod:`skinlesion.data.manifest`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ def prepare(cfg: DictConfig) -> dict:
     for split in (*SPLITS, "excluded"):
         if counts[split]:
             print(f"  {split:9s} " + "  ".join(f"{c}={n}" for c, n in counts[split].items()))
+    for source, by_split in report.get("counts_by_source", {}).items():
+        sizes = "  ".join(f"{split}={sum(by_split[split].values())}" for split in (*SPLITS, "excluded"))
+        print(f"  source {source}: {sizes}")
+    for source, others in report.get("twins_across_sources", {}).items():
+        for other, n in others.items():
+            print(f"  {n} files of {source} have a duplicate (or crop) in {other}")
     print(
         f"  {len(report['duplicate_groups'])} duplicate groups ({report['n_exact_pairs']} exact, "
         f"{report['n_near_pairs']} near pairs), {len(report['conflicts'])} label conflicts, "

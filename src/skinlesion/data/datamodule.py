@@ -8,6 +8,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +25,7 @@ from skinlesion.data.images import load_image, printable
 from skinlesion.data.manifest import PrepareParams, ensure_prepared, read_manifest
 from skinlesion.data.manifest import prepared_dir as prepared_dir_for
 from skinlesion.data.scan import iter_class_files
+from skinlesion.data.sources import common_root, move_sources
 from skinlesion.data.splits import fold_rows
 from skinlesion.data.transforms import AugmentParams, eval_transforms, train_transforms
 
@@ -45,7 +47,8 @@ class ImageListDataset(Dataset):
     """(relative path, label index) items under a root, decoded by the project's one decoder.
 
     ``groups`` (duplicate-group id per item, from the manifest) lets evaluation resample whole
-    groups; None for ad-hoc folders, where every image is its own unit.
+    groups; None for ad-hoc folders, where every image is its own unit. ``sources`` (the source
+    of each item) lets evaluation report each source beside the pooled figures.
     """
 
     def __init__(
@@ -56,10 +59,12 @@ class ImageListDataset(Dataset):
         cache: bool = True,
         max_side: int | None = None,
         groups: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
         self.items = list(items)
         self.groups = list(groups) if groups is not None else None
+        self.sources = list(sources) if sources is not None else None
         self.transform = transform
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
         self.max_side = max_side
@@ -105,6 +110,8 @@ class ImageListDataset(Dataset):
             self.items = [self.items[i] for i in keep]
             if self.groups is not None:
                 self.groups = [self.groups[i] for i in keep]
+            if self.sources is not None:
+                self.sources = [self.sources[i] for i in keep]
             if self.cache is not None:
                 self.cache.clear()
         return dropped
@@ -145,6 +152,11 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
     ``python -m skinlesion.train`` works on its own; ``make train`` runs it explicitly first.
     With ``fold=k`` the manifest's train + val rows are re-split into ``n_folds`` grouped,
     stratified folds (``prepare.fold_rows``) and fold k is val; test stays as it is.
+
+    One root (``root``), or several ``sources`` (``data=multisource``; see
+    :mod:`skinlesion.data.sources`): then ``root`` is the folder that holds them all, the datasets'
+    paths are relative to it, and ``data.root=...`` moves them all at once (the data moved).
+    Images of labels outside ``class_names`` stay in the manifest and out of every dataset.
     """
 
     def __init__(
@@ -168,13 +180,21 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
         seed: int = 42,
         fold: int | None = None,
         n_folds: int = 5,
+        sources: dict | Sequence[dict] | None = None,
+        crop_duplicates: dict | None = None,
     ) -> None:
         super().__init__()
         if balance not in BALANCE_MODES:
             raise DataError(f"data.balance must be one of {BALANCE_MODES}, got {balance!r}")
         self.save_hyperparameters(logger=False)
-        self.root = Path(root) if root else default_data_root()
-        self.params = PrepareParams.from_config(class_names, split, near_duplicates, conflicts)
+        self.params = PrepareParams.from_config(
+            class_names, split, near_duplicates, conflicts, sources, crop_duplicates
+        )
+        if self.params.sources:
+            self.params = replace(self.params, sources=move_sources(self.params.sources, root))
+            self.root = common_root([s.root for s in self.params.sources])
+        else:
+            self.root = Path(root) if root else default_data_root()
         self.augment = AugmentParams(**(augment or {}))
         self.manifest_path = (
             prepared_dir_for(Path(self.hparams.prepared_dir), self.root, self.params) / "manifest.csv"
@@ -184,7 +204,7 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare_data(self, force: bool = False) -> dict:
-        if not self.root.exists() and self.hparams.download:
+        if not self.root.exists() and self.hparams.download and not self.params.sources:
             from skinlesion.data.download import download_msid
 
             self.root = download_msid()
@@ -213,21 +233,38 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
         size, mean, std = self.hparams.image_size, self.hparams.mean, self.hparams.std
         max_side = 2 * size
         for split in ("train", "val", "test"):
-            chosen = [r for r in rows if r["split"] == split]
-            items = [(r["path"], index[r["label"]]) for r in chosen]
+            chosen = [r for r in rows if r["split"] == split and r["label"] in index]
+            items = [(self.item_path(r), index[r["label"]]) for r in chosen]
             tf = (
                 train_transforms(size, mean, std, self.augment)
                 if split == "train"
                 else eval_transforms(size, mean, std)
             )
             self.datasets[split] = ImageListDataset(
-                self.root, items, tf, self.hparams.cache_images, max_side, [r["group"] for r in chosen]
+                self.root,
+                items,
+                tf,
+                self.hparams.cache_images,
+                max_side,
+                [r["group"] for r in chosen],
+                [self.source_of(r) for r in chosen],
             )
         if self.hparams.fold is not None and not self.datasets["val"].items:
             raise DataError(
                 f"fold {self.hparams.fold} of {self.hparams.n_folds} has no images; use fewer folds"
             )
         self.manifest_rows = rows
+
+    def source_of(self, row: dict[str, str]) -> str:
+        """A manifest row's source: its ``source`` column, or the single root's folder name."""
+        return row.get("source") or self.root.name
+
+    def item_path(self, row: dict[str, str]) -> str:
+        """A manifest row's file, relative to ``self.root``."""
+        if not self.params.sources:
+            return row["path"]
+        source = next(s for s in self.params.sources if s.name == row["source"])
+        return (source.root / row["path"]).relative_to(self.root).as_posix()
 
     def split_rows(self, split: str) -> list[dict[str, str]]:
         return [r for r in self.manifest_rows if r["split"] == split]

@@ -1,10 +1,12 @@
 """Duplicate groups: exact copies share a SHA-256 of their bytes; near-duplicates agree on at least
-``min_votes`` of three perceptual hashes (pHash, dHash, wHash) within their thresholds. Both are
-joined into groups with a union-find, so that a group can be kept on one side of every split."""
+``min_votes`` of three perceptual hashes (pHash, dHash, wHash) within their thresholds. Both, the
+crops of :mod:`skinlesion.data.crops` and a source's patients are joined into groups with a
+union-find, so that a group can be kept on one side of every split."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,26 +59,52 @@ def find_duplicate_pairs(records: list[ImageRecord], near: NearDuplicateParams) 
         for name in ("phash", "dhash", "whash"):
             dists[name] = hamming_matrix(np.stack([r.hashes[name] for r in records]))
         votes = sum((dists[k] <= getattr(near, k)).astype(np.int8) for k in dists)
-        iu, ju = np.nonzero(np.triu(votes >= near.min_votes, k=1))
+        near_pairs = votes >= near.min_votes
+        sources = np.array([r.source for r in records])
+        if len(set(sources)) > 1:
+            # Across sources the crop check finds crops; hashes add whole-image copies only: dHash
+            # and wHash alone pair unrelated low-texture skin photos (12 of 14 MSID/MSLD v2 pairs
+            # that way were different photos, seen by eye), pHash does not.
+            across = sources[:, None] != sources[None, :]
+            near_pairs &= ~across | (dists["phash"] <= near.phash)
+        iu, ju = np.nonzero(np.triu(near_pairs, k=1))
         candidates = set(zip(iu.tolist(), ju.tolist(), strict=True)) | exact
     else:
         candidates = exact
     for a, b in sorted(candidates):
-        pair = {"a": records[a].path, "b": records[b].path, "exact": (a, b) in exact}
+        pair = {"a": records[a].ident, "b": records[b].ident, "exact": (a, b) in exact}
         pair.update({k: int(d[a, b]) for k, d in dists.items()})
         pairs.append(pair)
     return pairs
 
 
-def group_records(records: list[ImageRecord], pairs: list[dict]) -> list[str]:
-    """Group id per record: connected components of the duplicate pairs, numbered by first path."""
-    index = {r.path: i for i, r in enumerate(records)}
+def merge_pairs(records: list[ImageRecord], pairs: list[dict], extra: list[dict]) -> list[dict]:
+    """``pairs`` with the evidence of ``extra`` (e.g. crop matches) added, new pairs appended; each
+    pair names its two records in record order, the list is sorted the same way."""
+    index = {r.ident: i for i, r in enumerate(records)}
+    by_key = {(index[p["a"]], index[p["b"]]): dict(p) for p in pairs}
+    for e in extra:
+        a, b = sorted((index[e["a"]], index[e["b"]]))
+        evidence = {k: v for k, v in e.items() if k not in ("a", "b")}
+        by_key.setdefault((a, b), {"a": records[a].ident, "b": records[b].ident, "exact": False})
+        by_key[(a, b)].update(evidence)
+    return [by_key[k] for k in sorted(by_key)]
+
+
+def group_records(
+    records: list[ImageRecord], pairs: list[dict], links: Sequence[tuple[str, str]] = ()
+) -> list[str]:
+    """Group id per record: connected components of the duplicate pairs and of ``links`` (e.g. one
+    patient's images), numbered in the order of the records' names."""
+    index = {r.ident: i for i, r in enumerate(records)}
     uf = UnionFind(len(records))
     for p in pairs:
         uf.union(index[p["a"]], index[p["b"]])
+    for a, b in links:
+        uf.union(index[a], index[b])
     roots: dict[int, str] = {}
     ids = []
-    for i in sorted(range(len(records)), key=lambda k: records[k].path):
+    for i in sorted(range(len(records)), key=lambda k: records[k].ident):
         roots.setdefault(uf.find(i), f"g{len(roots):05d}")
     for i in range(len(records)):
         ids.append(roots[uf.find(i)])

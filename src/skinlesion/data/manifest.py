@@ -1,16 +1,19 @@
-"""Scan a class-per-folder image root, find duplicate groups, split without leakage, report.
+"""Scan one class-per-folder root or several sources, find duplicate groups, split without leakage.
 
-``python -m skinlesion.prepare [data.root=...]`` writes, under
-``outputs/prepared/<root-name>-<key>/``:
+``python -m skinlesion.prepare [data=multisource] [data.root=...]`` writes, under
+``outputs/prepared/<root-name or source names>-<key>/``:
 
-- ``manifest.csv`` (path, sha256, label, group, split), byte-identical for the same inputs and seed;
-- ``report.json`` and ``report.md``: counts per class per split, duplicate groups with the evidence
-  that joined them, label conflicts, and every file left out with the reason.
+- ``manifest.csv`` (path, sha256, label, group, split, and ``source`` when there are several
+  sources; paths are relative to their source's root), byte-identical for the same inputs and seed;
+- ``report.json`` and ``report.md``: counts per class per split (and per source), duplicate groups
+  with the evidence that joined them, label conflicts, and every file left out with the reason.
 
 Exact duplicates share a SHA-256 of their bytes; near-duplicates agree on at least ``min_votes``
-of three perceptual hashes (pHash, dHash, wHash) within their thresholds. Both are joined into
-groups with a union-find, a group never straddles two splits, and a group carrying two labels
-(label noise) is kept out of val and test.
+of three perceptual hashes (pHash, dHash, wHash) within their thresholds; with
+``crop_duplicates.enabled`` crops are found by verified SIFT matches (:mod:`skinlesion.data.crops`),
+across sources by default. A source's ``group_pattern`` joins a patient's images. All of these are
+joined into groups with a union-find, a group never straddles two splits, and a group carrying two
+labels (label noise, also across sources) is kept out of val and test.
 """
 
 from __future__ import annotations
@@ -20,20 +23,23 @@ import hashlib
 import io
 import json
 import logging
-from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from skinlesion.core.artifacts import atomic_write_bytes
 from skinlesion.core.errors import DataError
-from skinlesion.data.duplicates import NearDuplicateParams, find_duplicate_pairs, group_records
+from skinlesion.data.crops import CropParams, FeatureCache, Item, crop_pairs
+from skinlesion.data.duplicates import NearDuplicateParams, find_duplicate_pairs, group_records, merge_pairs
+from skinlesion.data.report import build_report, render_markdown
 from skinlesion.data.scan import ImageRecord, fingerprint, scan
-from skinlesion.data.splits import SPLITS, SplitParams, assign_splits
+from skinlesion.data.sources import Source, patient_links, resolve_sources, scan_source
+from skinlesion.data.splits import SplitParams, assign_splits
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("path", "sha256", "label", "group", "split")
+SOURCE_COLUMNS = (*MANIFEST_COLUMNS, "source")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class PrepareParams:
     split: SplitParams = field(default_factory=SplitParams)
     near_duplicates: NearDuplicateParams = field(default_factory=NearDuplicateParams)
     conflicts: str = "train"  # "train": keep label-conflict groups in train only; "exclude": drop them
+    sources: tuple[Source, ...] = ()  # () : the single root of data.root, as before sources existed
+    crops: CropParams = field(default_factory=CropParams)
 
     @classmethod
     def from_config(
@@ -50,6 +58,8 @@ class PrepareParams:
         split: dict | None,
         near_duplicates: dict | None,
         conflicts: str,
+        sources: dict | Sequence[dict] | None = None,
+        crop_duplicates: dict | None = None,
     ) -> PrepareParams:
         if conflicts not in ("train", "exclude"):
             raise DataError(f"data.conflicts must be 'train' or 'exclude', got {conflicts!r}")
@@ -61,94 +71,45 @@ class PrepareParams:
             split=sp,
             near_duplicates=NearDuplicateParams(**(near_duplicates or {})),
             conflicts=conflicts,
+            sources=resolve_sources(sources, class_names) if sources else (),
+            crops=CropParams(**(crop_duplicates or {})),
         )
 
+    def as_dict(self) -> dict:
+        """The parameters as JSON-ready data; the newer fields only when set, so that a single root's
+        key (its prepared folder) is the one it had before sources existed."""
+        d = json.loads(json.dumps(asdict(self)))
+        if not self.sources:
+            del d["sources"]
+        if self.crops == CropParams():
+            del d["crops"]
+        return d
+
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
 
 
-# ----------------------------------------------------------------------------------------------
-# Root and folders
-
-
-# ----------------------------------------------------------------------------------------------
-# Scanning and hashing
-
-
-# ----------------------------------------------------------------------------------------------
-# Grouping
-
-
-# ----------------------------------------------------------------------------------------------
-# Splitting
-
-
-# ----------------------------------------------------------------------------------------------
-# Writing
-
-
-def manifest_bytes(records: list[ImageRecord], groups: list[str], mapping: dict[str, str]) -> bytes:
+def manifest_bytes(
+    records: list[ImageRecord], groups: list[str], mapping: dict[str, str], with_source: bool = False
+) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(MANIFEST_COLUMNS)
-    for r, g in sorted(zip(records, groups, strict=True), key=lambda rg: rg[0].path):
-        w.writerow([r.path, r.sha256, r.label, g, mapping[g]])
+    w.writerow(SOURCE_COLUMNS if with_source else MANIFEST_COLUMNS)
+    for r, g in sorted(zip(records, groups, strict=True), key=lambda rg: rg[0].ident):
+        w.writerow([r.path, r.sha256, r.label, g, mapping[g], *([r.source] if with_source else [])])
     return buf.getvalue().encode()
 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
-    """Rows of a manifest CSV; raises DataError when it is missing or malformed."""
+    """Rows of a manifest CSV (with a ``source`` column or, from a single root, without one);
+    raises DataError when it is missing or malformed."""
     if not path.is_file():
         raise DataError(f"manifest {path} not found; run `python -m skinlesion.prepare` first")
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise DataError(f"manifest {path} has columns {reader.fieldnames}, expected {MANIFEST_COLUMNS}")
+        if tuple(reader.fieldnames or ()) not in (MANIFEST_COLUMNS, SOURCE_COLUMNS):
+            raise DataError(f"manifest {path} has columns {reader.fieldnames}, expected {SOURCE_COLUMNS}")
         return list(reader)
-
-
-def render_markdown(report: dict) -> str:
-    names = report["class_names"]
-    splits = [*SPLITS, "excluded"]
-    lines = [
-        f"# Data report: `{report['root']}`",
-        "",
-        f"{report['n_images']} usable images in {len(names)} classes; "
-        f"{len(report['excluded'])} files left out; {len(report['duplicate_groups'])} duplicate groups "
-        f"({report['n_exact_pairs']} exact pairs, {report['n_near_pairs']} near pairs); "
-        f"{len(report['conflicts'])} label conflicts.",
-        "",
-        "## Images per class and split",
-        "",
-        "| class | " + " | ".join(splits) + " | total |",
-        "|---" * (len(splits) + 2) + "|",
-    ]
-    for c in names:
-        row = [report["counts"][s].get(c, 0) for s in splits]
-        lines.append(f"| {c} | " + " | ".join(map(str, row)) + f" | {sum(row)} |")
-    totals = [sum(report["counts"][s].values()) for s in splits]
-    lines.append("| **all** | " + " | ".join(map(str, totals)) + f" | {sum(totals)} |")
-    lines += ["", "## Label conflicts (kept out of val and test)", ""]
-    lines += [f"- {g['group']}: " + ", ".join(g["members"]) for g in report["conflicts"]] or ["none"]
-    lines += ["", "## Duplicate groups", "", "| group | split | members | evidence |", "|---|---|---|---|"]
-    for g in report["duplicate_groups"]:
-        ev = "; ".join(
-            "exact" if p["exact"] else f"p{p.get('phash')}/d{p.get('dhash')}/w{p.get('whash')}"
-            for p in g["pairs"]
-        )
-        lines.append(f"| {g['group']} | {g['split']} | {', '.join(g['members'])} | {ev} |")
-    lines += ["", "## Files left out", ""]
-    lines += [f"- `{e['path']}`: {e['reason']}" for e in report["excluded"]] or ["none"]
-    p = report["params"]
-    lines += [
-        "",
-        "## Parameters",
-        "",
-        f"split {p['split']}, near-duplicates {p['near_duplicates']}, conflicts → {p['conflicts']}.",
-        f"Manifest SHA-256: `{report['manifest_sha256']}`.",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def refuse_outputs_inside(data_root: Path, *outputs: Path) -> None:
@@ -162,50 +123,88 @@ def refuse_outputs_inside(data_root: Path, *outputs: Path) -> None:
             )
 
 
+def data_roots(root: Path, params: PrepareParams) -> dict[str, Path]:
+    """Source name -> root folder: each configured source, or ``"" -> root`` for a single root."""
+    return {s.name: s.root for s in params.sources} if params.sources else {"": Path(root)}
+
+
+def data_fingerprint(root: Path, params: PrepareParams) -> str:
+    """A cheap digest of every root's listing, to notice changed data."""
+    if not params.sources:
+        return fingerprint(Path(root)) if Path(root).is_dir() else ""
+    h = hashlib.sha256()
+    for name, r in data_roots(root, params).items():
+        h.update(f"{name}\0{fingerprint(r) if r.is_dir() else ''}\n".encode())
+    return h.hexdigest()
+
+
+def collect(root: Path, params: PrepareParams) -> tuple[list[ImageRecord], list[dict], list[str]]:
+    """(records, files left out, class names) of the single root or of every source."""
+    if not params.sources:
+        return scan(root, params.class_names)
+    records: list[ImageRecord] = []
+    excluded: list[dict] = []
+    names = list(params.class_names or ())
+    for source in params.sources:
+        recs, left_out = scan_source(source, names)
+        records += recs
+        excluded += left_out
+    missing = sorted(set(names) - {r.label for r in records})
+    if missing:
+        raise DataError(
+            f"no source holds an image of the class(es) {missing}; every class needs at least one "
+            f"(sources: {[s.name for s in params.sources]})"
+        )
+    return records, excluded, names
+
+
+def crop_duplicate_pairs(
+    root: Path, cache_dir: Path, params: PrepareParams, records: list[ImageRecord]
+) -> list[dict]:
+    """Verified crop pairs: across sources (each source against the ones after it) or all pairs."""
+    roots = data_roots(root, params)
+    items = [Item(r.ident, r.sha256, roots[r.source] / r.path) for r in records]
+    cache = FeatureCache(cache_dir, params.crops)
+    if params.crops.scope == "all":
+        return crop_pairs(items, items, cache, params.crops)
+    names = list(roots)
+    pairs = []
+    for i, name in enumerate(names[:-1]):
+        queries = [it for it, r in zip(items, records, strict=True) if r.source == name]
+        refs = [it for it, r in zip(items, records, strict=True) if r.source in names[i + 1 :]]
+        pairs += crop_pairs(queries, refs, cache, params.crops)
+    return pairs
+
+
 def prepare(root: Path, out_dir: Path, params: PrepareParams) -> dict:
     """Run the whole preparation and write manifest.csv, report.json and report.md."""
-    root = Path(root)
-    refuse_outputs_inside(root, out_dir)
-    fp = fingerprint(root) if root.is_dir() else ""
-    records, excluded, names = scan(root, params.class_names)
+    root, out_dir = Path(root), Path(out_dir)
+    for r in data_roots(root, params).values():
+        refuse_outputs_inside(r, out_dir)
+    fp = data_fingerprint(root, params)
+    records, excluded, names = collect(root, params)
     pairs = find_duplicate_pairs(records, params.near_duplicates)
-    groups = group_records(records, pairs)
-    mapping, conflicts = assign_splits([r.label for r in records], groups, params.split, params.conflicts)
-    manifest = manifest_bytes(records, groups, mapping)
-
-    members: dict[str, list[str]] = defaultdict(list)
-    for r, g in zip(records, groups, strict=True):
-        members[g].append(r.path)
-    label_of = {r.path: r.label for r in records}
-    group_of = dict(zip((r.path for r in records), groups, strict=True))
-    dup_groups = []
-    for g in sorted(g for g, m in members.items() if len(m) > 1):
-        dup_groups.append(
-            {
-                "group": g,
-                "split": mapping[g],
-                "members": sorted(members[g]),
-                "labels": sorted({label_of[m] for m in members[g]}),
-                "pairs": [p for p in pairs if group_of[p["a"]] == g],
-            }
-        )
-    counts: dict[str, Counter] = {s: Counter() for s in (*SPLITS, "excluded")}
-    for r, g in zip(records, groups, strict=True):
-        counts[mapping[g]][r.label] += 1
+    if params.crops.enabled:
+        crops = crop_duplicate_pairs(root, out_dir.parent / "features", params, records)
+        pairs = merge_pairs(records, pairs, crops)
+    links, patients = patient_links(records, params.sources)
+    groups = group_records(records, pairs, links)
+    by_source = [r.source for r in records] if len(params.sources) > 1 else None
+    labels = [r.label for r in records]
+    mapping, conflicts = assign_splits(labels, groups, params.split, params.conflicts, by_source)
+    manifest = manifest_bytes(records, groups, mapping, with_source=bool(params.sources))
+    report = build_report(records, groups, mapping, conflicts, pairs, names)
     report = {
         "root": str(root.resolve()),
         "class_names": names,
-        "params": asdict(params),
+        "params": params.as_dict(),
         "fingerprint": fp,
-        "n_images": len(records),
-        "n_exact_pairs": sum(p["exact"] for p in pairs),
-        "n_near_pairs": sum(not p["exact"] for p in pairs),
-        "counts": {s: dict(sorted(c.items())) for s, c in counts.items()},
-        "duplicate_groups": dup_groups,
-        "conflicts": [g for g in dup_groups if g["group"] in conflicts],
+        **report,
         "excluded": excluded,
         "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
     }
+    if params.sources:
+        report["sources"] = [asdict(s) | {"patients": patients.get(s.name)} for s in params.sources]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out_dir / "manifest.csv", manifest)
@@ -219,7 +218,9 @@ def prepare(root: Path, out_dir: Path, params: PrepareParams) -> dict:
 
 
 def prepared_dir(base: Path, root: Path, params: PrepareParams) -> Path:
-    """Where prepare writes for this root and these parameters."""
+    """Where prepare writes for this root (or these sources) and these parameters."""
+    if params.sources:
+        return Path(base) / f"{'+'.join(s.name for s in params.sources)}-{params.key()}"
     key = hashlib.sha256(f"{Path(root).resolve()}\0{params.key()}".encode()).hexdigest()[:8]
     return Path(base) / f"{Path(root).resolve().name or 'root'}-{key}"
 
@@ -230,12 +231,8 @@ def ensure_prepared(root: Path, base: Path, params: PrepareParams, force: bool =
     report_path = out / "report.json"
     if not force and report_path.is_file() and (out / "manifest.csv").is_file():
         report = json.loads(report_path.read_text())
-        if report.get("params") == json.loads(json.dumps(asdict(params))) and report.get(
-            "fingerprint"
-        ) == fingerprint(Path(root)):
+        if report.get("params") == params.as_dict() and report.get("fingerprint") == data_fingerprint(
+            Path(root), params
+        ):
             return out / "manifest.csv", report
     return out / "manifest.csv", prepare(Path(root), out, params)
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line

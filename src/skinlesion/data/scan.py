@@ -20,10 +20,16 @@ KAGGLE_DATASET = "dipuiucse/monkeypoxskinimagedataset"
 
 @dataclass
 class ImageRecord:
-    path: str  # relative to the root, POSIX separators
+    path: str  # relative to its source's root, POSIX separators
     label: str
     sha256: str
     hashes: dict[str, np.ndarray]  # name -> packed bits (uint8)
+    source: str = ""  # the source's name when there are several; "" for a single root
+
+    @property
+    def ident(self) -> str:
+        """Unique among all sources: ``<source>/<path>``, or the path alone for a single root."""
+        return f"{self.source}/{self.path}" if self.source else self.path
 
 
 def missing_root_message(root: Path) -> str:
@@ -93,12 +99,29 @@ def _packed(h: imagehash.ImageHash) -> np.ndarray:
     return np.packbits(np.asarray(h.hash, dtype=bool).ravel())
 
 
+def image_hashes(image) -> dict[str, np.ndarray]:
+    """The three perceptual hashes that near-duplicates are found from."""
+    return {
+        "phash": _packed(imagehash.phash(image)),
+        "dhash": _packed(imagehash.dhash(image)),
+        "whash": _packed(imagehash.whash(image)),
+    }
+
+
 def scan(root: Path, class_names: Sequence[str] | None) -> tuple[list[ImageRecord], list[dict], list[str]]:
     """Decode every file fully; return (records, excluded files with reasons, class names)."""
     names, ignored = class_folders(root, class_names)
     excluded = [{"path": e, "reason": "not a class folder (ignored)"} for e in ignored]
+    records = scan_folders(root, {name: name for name in names}, excluded)
+    return records, excluded, names
+
+
+def scan_folders(
+    root: Path, folders: dict[str, str], excluded: list[dict], source: str = ""
+) -> list[ImageRecord]:
+    """Records of every image below ``folders`` (folder -> label); files left out go to ``excluded``."""
     records: list[ImageRecord] = []
-    for name in names:
+    for name, label in folders.items():
         kept = 0
         for p in iter_class_files(root, name):
             rel = p.relative_to(root).as_posix()
@@ -115,16 +138,12 @@ def scan(root: Path, class_names: Sequence[str] | None) -> tuple[list[ImageRecor
             except ImageDecodeError as e:
                 excluded.append({"path": rel, "reason": str(e).replace(printable(p), rel)})
                 continue
-            hashes = {
-                "phash": _packed(imagehash.phash(image)),
-                "dhash": _packed(imagehash.dhash(image)),
-                "whash": _packed(imagehash.whash(image)),
-            }
-            records.append(ImageRecord(rel, name, hashlib.sha256(data).hexdigest(), hashes))
+            sha = hashlib.sha256(data).hexdigest()
+            records.append(ImageRecord(rel, label, sha, image_hashes(image), source))
             kept += 1
         if kept == 0:
             raise DataError(
                 f"class folder {root / name} holds no usable images; every class needs at least one. "
                 f"Files left out there: {[e for e in excluded if e['path'].startswith(name + '/')]}"
             )
-    return records, excluded, names
+    return records

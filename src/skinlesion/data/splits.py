@@ -1,5 +1,6 @@
-"""Splits and folds by group: a duplicate group never straddles train, val and test, or two folds,
-and the split of a file depends only on its group, its label and the seed."""
+"""Splits and folds by group: a duplicate group (or a patient) never straddles train, val and test,
+or two folds, and the split of a file depends only on its group, its label, its source and the seed.
+With several sources every (class, source) stratum is split by the fractions on its own."""
 
 from __future__ import annotations
 
@@ -21,13 +22,19 @@ class SplitParams:
     seed: int = 42
 
 
-def allocate_groups(labels: dict[str, list[str]], fractions: dict, seed: int) -> tuple[dict, list[str]]:
+def allocate_groups(
+    labels: dict[str, list[str]],
+    fractions: dict,
+    seed: int,
+    sources: dict[str, list[str]] | None = None,
+) -> tuple[dict, list[str]]:
     """Stratified, grouped allocation of whole groups to bins (splits or folds) by target fraction.
 
-    ``labels`` maps each group to its members' labels. Per class, the groups are shuffled and each
-    goes to the bin furthest below its target share of that class's images (ties: the first bin in
-    ``fractions``), so every bin gets its share of every class and no group is ever cut. Groups
-    carrying two labels get no bin; they come back, sorted, as the second value.
+    ``labels`` maps each group to its members' labels. Per stratum (a class; with ``sources``, a
+    class and the set of sources the group's members come from), the groups are shuffled and each
+    goes to the bin furthest below its target share of that stratum's images (ties: the first bin
+    in ``fractions``), so every bin gets its share of every stratum and no group is ever cut.
+    Groups carrying two labels get no bin; they come back, sorted, as the second value.
     """
     by_class: dict[str, list[str]] = defaultdict(list)
     conflicts = []
@@ -35,8 +42,10 @@ def allocate_groups(labels: dict[str, list[str]], fractions: dict, seed: int) ->
         distinct = set(labels[g])
         if len(distinct) > 1:
             conflicts.append(g)
-        else:
+        elif sources is None:
             by_class[distinct.pop()].append(g)
+        else:
+            by_class[f"{distinct.pop()}@{'+'.join(sorted(set(sources[g])))}"].append(g)
     rng = random.Random(seed)
     mapping: dict = {}
     for label in sorted(by_class):
@@ -52,35 +61,53 @@ def allocate_groups(labels: dict[str, list[str]], fractions: dict, seed: int) ->
 
 
 def assign_splits(
-    labels_of: Sequence[str], groups: Sequence[str], split: SplitParams, on_conflict: str
+    labels_of: Sequence[str],
+    groups: Sequence[str],
+    split: SplitParams,
+    on_conflict: str,
+    sources_of: Sequence[str] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
-    """Map group -> split, stratified by class and grouped; returns (mapping, conflict groups).
+    """Map group -> split, stratified by class (and source) and grouped; returns (mapping, conflict
+    groups).
 
-    ``labels_of[i]`` is the label of the file in ``groups[i]``; a group with two labels goes to train
+    ``labels_of[i]`` is the label of the file in ``groups[i]`` (``sources_of[i]`` its source, when
+    the splits are stratified by source too); a group with two labels goes to train
     (``on_conflict="train"``) or is excluded.
     """
     labels: dict[str, list[str]] = defaultdict(list)
     for label, g in zip(labels_of, groups, strict=True):
         labels[g].append(label)
     fractions = {"train": split.train, "val": split.val, "test": split.test}
-    mapping, conflicts = allocate_groups(labels, fractions, split.seed)
+    mapping, conflicts = allocate_groups(labels, fractions, split.seed, members_by_group(groups, sources_of))
     for g in conflicts:
         mapping[g] = "train" if on_conflict == "train" else "excluded"
     return mapping, conflicts
 
 
+def members_by_group(groups: Sequence[str], values: Sequence[str] | None) -> dict[str, list[str]] | None:
+    """Group -> its members' values (e.g. sources); None when there are no values or only one."""
+    if values is None or len(set(values)) < 2:
+        return None
+    out: dict[str, list[str]] = defaultdict(list)
+    for g, v in zip(groups, values, strict=True):
+        out[g].append(v)
+    return out
+
+
 def assign_folds(rows: list[dict[str, str]], n_folds: int, seed: int) -> dict[str, int | None]:
     """Group -> fold for cross-validation over the given manifest rows, by the split's rules.
 
-    Stratified by class and grouped like :func:`assign_splits`; a label-conflict group gets no fold
-    (None): it is only ever in the training part.
+    Stratified by class (and by source, when the rows come from several) and grouped like
+    :func:`assign_splits`; a label-conflict group gets no fold (None): it is only ever in the
+    training part.
     """
     if n_folds < 2:
         raise DataError(f"cross-validation needs at least 2 folds, got n_folds={n_folds}")
     labels: dict[str, list[str]] = defaultdict(list)
     for r in rows:
         labels[r["group"]].append(r["label"])
-    mapping, conflicts = allocate_groups(labels, dict.fromkeys(range(n_folds), 1 / n_folds), seed)
+    sources = members_by_group([r["group"] for r in rows], [r.get("source", "") for r in rows])
+    mapping, conflicts = allocate_groups(labels, dict.fromkeys(range(n_folds), 1 / n_folds), seed, sources)
     return mapping | dict.fromkeys(conflicts)
 
 
