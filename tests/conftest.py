@@ -1,79 +1,27 @@
-"""Shared fixtures: tiny synthetic image folders, a small real-data slice, composed configs."""
+"""Shared fixtures: tiny synthetic image folders, a small real-data slice, composed configs.
+
+The helpers they use (and that tests import) are in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import lightning as L
-import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
-from PIL import Image
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
-from skinlesion.core.paths import CONF_DIR, default_data_root
-from skinlesion.data.datamodule import SkinLesionDataModule
-
-CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
-COLOURS = {
-    "Chickenpox": (200, 60, 60),
-    "Measles": (60, 160, 60),
-    "Monkeypox": (60, 60, 200),
-    "Normal": (200, 180, 140),
-}
-REAL_ROOT = default_data_root()
-PYTHON = os.environ.get("SKINLESION_PYTHON") or shutil.which("python") or "python"
-
-
-def synthetic_image(colour: tuple[int, int, int], seed: int, size: int = 40) -> Image.Image:
-    """A noisy colour field with random blobs: learnable by colour, unique to perceptual hashes."""
-    rng = np.random.default_rng(seed)
-    arr = np.clip(rng.normal(0, 40, (size, size, 3)) + np.array(colour), 0, 255)
-    for _ in range(4):
-        y, x = rng.integers(0, size - 8, 2)
-        arr[y : y + 8, x : x + 8] = rng.integers(0, 255, 3)
-    return Image.fromarray(arr.astype(np.uint8))
-
-
-def make_class_folders(root: Path, per_class: int = 10, size: int = 40, classes=CLASSES) -> Path:
-    for ci, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            synthetic_image(COLOURS.get(name, (128, 128, 128)), seed=1000 * ci + k, size=size).save(
-                root / name / f"{name.lower()}{k}.png"
-            )
-    return root
-
-
-def datamodule(root: Path, tmp_path: Path, **kw) -> SkinLesionDataModule:
-    """A prepared and set-up DataModule over a synthetic root, with small images."""
-    args = dict(
-        root=str(root),
-        prepared_dir=str(tmp_path / "prepared"),
-        class_names=CLASSES,
-        image_size=32,
-        batch_size=8,
-    )
-    dm = SkinLesionDataModule(**(args | kw))
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
-
-
-def quiet_trainer(**kw) -> L.Trainer:
-    """A one-epoch CPU Trainer that writes nothing and prints little."""
-    return L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kw,
-    )
+from tests.helpers import (
+    CLASSES,
+    REAL_ROOT,
+    compose_task,
+    evil_checkpoint,
+    make_class_folders,
+    synthetic_image,  # noqa: F401  # e2e/test_api.py imports it from here until it imports tests.helpers
+)
 
 
 @pytest.fixture
@@ -99,16 +47,45 @@ def real_slice(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Compose a task config the way the CLI does, with outputs under tmp_path."""
+    """Compose a task config the way the CLI does: outputs under tmp_path/outputs, and the run
+    directory inside them (tmp_path/outputs/run), where the command line would put it."""
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name, overrides=[f"paths.output_root={tmp_path / 'outputs'}", *overrides])
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-        return cfg
+        outputs = tmp_path / "outputs"
+        return compose_task(config_name, [f"paths.output_root={outputs}", *overrides], outputs / "run")
 
     return _compose
+
+
+@pytest.fixture
+def hydra_job(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """Install a composed ``train`` config as the running Hydra job's (what Hydra does before a
+    task), by default as a job of a multirun."""
+
+    def _job(*overrides: str, multirun: bool = True) -> DictConfig:
+        mode = ["hydra.mode=MULTIRUN"] if multirun else []
+        job_dir = f"hydra.runtime.output_dir={tmp_path / 'job'}"
+        cfg = compose_task("train", [*mode, job_dir, *overrides], with_hydra=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _job
+    HydraConfig.instance().cfg = None
+
+
+@pytest.fixture
+def evil(tmp_path: Path) -> tuple[Path, Path]:
+    """(checkpoint, marker): a checkpoint whose unpickling would create ``marker``."""
+    return evil_checkpoint(tmp_path)
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary directory every user can reach (pytest's own is private to the user running it),
+    for tests that act as an unprivileged user."""
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        yield Path(d)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -134,6 +134,15 @@ def hostile_corpus() -> list[tuple[str, bytes, str]]:
         ("psd-magic", b"8BPS" + bytes(100), "not a recognised"),
         ("oversized-file", png + bytes(DEFAULT_LIMITS.max_bytes), "limit"),
     ]
+    # the first named cases of the decoder's tests, each with the message it must give
+    square, text = noisy(64, 64, seed=1), b"this is not an image at all" * 10
+    corpus += [
+        ("text", text, "not a recognised image"),
+        ("truncated-png-half", encode(square)[: len(encode(square)) // 2], "corrupt or truncated"),
+        ("truncated-jpeg-600", encode(square, "JPEG")[:-600], "corrupt or truncated"),
+        ("png-4x4", encode(Image.new("RGB", (4, 4), "red")), "too small"),
+        ("png-2000x10", encode(Image.new("RGB", (2000, 10), "red")), "aspect ratio"),
+    ]
     return corpus
 
 
@@ -150,6 +159,8 @@ def unusual_but_valid() -> list[tuple[str, bytes, tuple[int, int]]]:
     frames = [Image.new("P", (30, 20), i) for i in range(50)]
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
     return [
+        ("rgb-png", encode(base), (30, 20)),
+        ("grey-png", encode(base.convert("L")), (30, 20)),
         ("cmyk-jpeg", encode(base.convert("CMYK"), "JPEG"), (30, 20)),
         ("palette-png", encode(base.convert("P")), (30, 20)),
         ("palette-transparency-png", encode(base.convert("P"), transparency=3), (30, 20)),
@@ -157,6 +168,7 @@ def unusual_but_valid() -> list[tuple[str, bytes, tuple[int, int]]]:
         ("la-png", encode(base.convert("LA")), (30, 20)),
         ("1bit-png", encode(base.convert("1")), (30, 20)),
         ("16bit-png", array_image(np.arange(600, dtype=np.uint16).reshape(20, 30) * 99), (30, 20)),
+        ("16bit-tiff", array_image(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100, "TIFF"), (30, 20)),
         ("int32-tiff", array_image(np.arange(600, dtype=np.int32).reshape(20, 30), "TIFF"), (30, 20)),
         ("float-nan-tiff", array_image(np.full((20, 30), np.nan, np.float32), "TIFF"), (30, 20)),
         ("webp", encode(base, "WEBP"), (30, 20)),

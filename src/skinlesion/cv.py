@@ -44,7 +44,7 @@ OOF_SET_KEYS = ("set_level", "set_coverage", "set_min_class_coverage", "set_mean
 
 
 def fold_config(cfg: DictConfig, fold: int) -> DictConfig:
-    """The ``train`` config of one fold: its data fold, its own run directory, no test, no latest link.
+    """The ``train`` config of one fold: its data fold, its own run directory, no test.
 
     A fold interrupted mid-training resumes from its own ``last.ckpt``.
     """
@@ -56,7 +56,6 @@ def fold_config(cfg: DictConfig, fold: int) -> DictConfig:
         fold_cfg.data.fold = fold
         fold_cfg.data.n_folds = cfg.n_folds
         fold_cfg.evaluate = False
-        fold_cfg.link_latest = False
         fold_cfg.ckpt_path = str(last) if last.is_file() else None
     return fold_cfg
 
@@ -71,7 +70,7 @@ def run_fold(cfg: DictConfig, fold: int) -> tuple[dict, dict]:
     best = fold_dir / "checkpoints" / "best.ckpt"
     if not (best.is_file() and (fold_dir / "metrics.json").is_file()):
         log.info("fold %d/%d -> %s", fold + 1, cfg.n_folds, fold_dir)
-        train(fold_cfg)
+        train(fold_cfg)  # not the main path: outputs/latest stays where it is
     if not best.is_file():
         raise ConfigError(f"fold {fold} left no {best}: cv needs callbacks.model_checkpoint (best by val)")
     summary = json.loads((fold_dir / "metrics.json").read_text())

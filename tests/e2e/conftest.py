@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
-from skinlesion.core.paths import CONF_DIR
-from tests.conftest import make_class_folders
+from tests.helpers import compose_task, make_class_folders
 
 TINY = [
     "model=simple_cnn",
@@ -34,15 +31,6 @@ class Deployed:
     data: Path  # the class-per-folder data root it was trained on
     ckpt: Path  # best.ckpt with temperature and abstention buffers
     onnx: Path  # model.onnx, with model.json beside it
-
-
-def compose_task(name: str, overrides: list[str], output_dir: Path | None = None):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(name, overrides=overrides)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 def train_and_export(base: Path, data: Path) -> Deployed:

@@ -10,7 +10,7 @@ from skinlesion.evaluate_abstention import evaluate_abstention
 from skinlesion.inference.loading import load_classifier
 from skinlesion.inference.torch_backend import thresholds_of
 from skinlesion.reports.nonskin import nonskin_set
-from tests.e2e.conftest import compose_task
+from tests.helpers import compose_task
 
 
 @pytest.mark.integration

@@ -20,8 +20,7 @@ from skinlesion.inference.torch_backend import TorchBackend
 from skinlesion.models.abstention import AbstainParams, fit_abstention, fit_prediction_sets
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.models.graph import collect_outputs
-from tests.conftest import CLASSES, synthetic_image
-from tests.e2e.conftest import compose_task
+from tests.helpers import CLASSES, compose_task, synthetic_image
 
 TOLERANCE = 1e-4
 

@@ -2,7 +2,7 @@
 
 from skinlesion.serve.loadtest import encoded, run_load
 from skinlesion.serve.process import running_server
-from tests.conftest import COLOURS, synthetic_image
+from tests.helpers import COLOURS, synthetic_image
 
 LIMIT_MB = 2
 

@@ -13,7 +13,7 @@ from skinlesion.inference.inputs import expand_inputs
 from skinlesion.inference.runtime import OnnxBackend, Predictor
 from skinlesion.reports.nonskin import sample_photos
 from skinlesion.serve.process import running_server
-from tests.conftest import CLASSES
+from tests.helpers import CLASSES
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

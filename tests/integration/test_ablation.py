@@ -4,14 +4,16 @@ import json
 
 import pytest
 
-from tests.conftest import make_class_folders
-from tests.integration.test_train_evaluate import FAST, run_cli
+from tests.helpers import FAST, make_class_folders, run_cli
 
 
 @pytest.mark.integration
 def test_ablation_trains_each_variant_once_and_tabulates(tmp_path, synthetic_root):
     external = make_class_folders(tmp_path / "external", per_class=3, classes=["Chickenpox", "Normal"])
-    out = tmp_path / "ablation"
+    out = tmp_path / "outputs" / "ablation"  # where conf/ablation.yaml puts it: inside outputs/
+    main_run = tmp_path / "outputs" / "main-run"  # what make train left; make evaluate scores it
+    main_run.mkdir(parents=True)
+    (tmp_path / "outputs" / "latest").symlink_to("main-run")
     common = ",".join(f"'{o}'" for o in [*FAST, "trainer.max_epochs=1", f"data.root={synthetic_root}"])
     args = (
         "skinlesion.ablation",
@@ -30,7 +32,7 @@ def test_ablation_trains_each_variant_once_and_tabulates(tmp_path, synthetic_roo
         assert rows[0]["folder/n"] == 6  # each variant's best checkpoint is scored on the external folder
     table = (out / "ablation.md").read_text()
     assert "| baseline | 1 |" in table and "| no_label_smoothing | 1 |" in table
-    assert not (tmp_path / "outputs" / "latest").exists()  # make evaluate still scores the default run
+    assert (tmp_path / "outputs" / "latest").resolve() == main_run.resolve()  # variants never move it
 
     stamp = (out / "baseline" / "seed42" / "checkpoints" / "best.ckpt").stat().st_mtime_ns
     again = run_cli(*args)  # finished variants are read back, not trained again

@@ -12,7 +12,7 @@ from skinlesion.cv import cross_validate
 from skinlesion.cv_compare import compare
 from skinlesion.data.manifest import read_manifest
 from skinlesion.evaluate import evaluate
-from tests.integration.test_train_evaluate import FAST, run_cli
+from tests.helpers import FAST
 
 
 def probabilities(predictions: Path) -> np.ndarray:
@@ -83,8 +83,3 @@ def test_cv_on_real_slice(tmp_path, compose_cfg, real_slice):
     assert cmp["rows"][0]["fold_acc"] == pytest.approx([f["acc"] for f in report["folds"]])
     assert cmp["rows"][0]["oof_acc"] == pytest.approx(report["oof"]["acc"])
     assert cmp["rows"][1]["diff_acc"]["mean"] == 0 and cmp["rows"][2]["oof_acc"] == cmp["rows"][0]["oof_acc"]
-
-
-def test_cv_cli_rejects_too_few_folds(tmp_path):
-    r = run_cli("skinlesion.cv", "n_folds=1", f"paths.output_root={tmp_path}")
-    assert r.returncode == 2 and "n_folds >= 2" in r.stderr and "Traceback" not in r.stderr

@@ -12,8 +12,8 @@ import pytest
 from skinlesion.core.errors import DataError
 from skinlesion.evaluate import evaluate
 from skinlesion.prepare import prepare
-from skinlesion.training.fit import train
-from tests.conftest import make_class_folders
+from skinlesion.train import train_main_path
+from tests.helpers import make_class_folders
 
 FAST = [
     "model=simple_cnn",
@@ -48,7 +48,7 @@ def run_prepare(compose_cfg, root: Path, tmp_path: Path) -> None:
 
 
 def run_train(compose_cfg, root: Path, tmp_path: Path) -> None:
-    train(compose_cfg(f"data.root={root}", *FAST))
+    train_main_path(compose_cfg(f"data.root={root}", *FAST))  # as make train: outputs/latest -> it
 
 
 def run_evaluate(compose_cfg, root: Path, tmp_path: Path) -> None:

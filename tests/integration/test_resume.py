@@ -18,7 +18,7 @@ import torch
 from omegaconf import open_dict
 
 from skinlesion.training.fit import train
-from tests.conftest import make_class_folders
+from tests.helpers import make_class_folders
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_EPOCHS = 3

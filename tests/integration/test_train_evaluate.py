@@ -1,9 +1,6 @@
 """Train and evaluate on a small real-data slice, in-process and through the command line."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +11,9 @@ from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.evaluate import evaluate
 from skinlesion.inference.loading import load_classifier
 from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.train import train_main_path
 from skinlesion.training.fit import train
-from tests.conftest import CLASSES, datamodule, quiet_trainer
+from tests.helpers import CLASSES, FAST, datamodule, quiet_trainer, run_cli
 
 ARTEFACTS = [
     "metrics.json",
@@ -28,29 +26,13 @@ ARTEFACTS = [
     "accuracy_coverage.png",
     "training_curves.png",
 ]
-FAST = [
-    "model=simple_cnn",
-    "data.image_size=48",
-    "data.batch_size=16",
-    "trainer.max_epochs=2",
-    "trainer.accelerator=cpu",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
-]
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
-    )
 
 
 @pytest.mark.integration
 def test_fit_on_real_slice_writes_the_run_and_evaluate_rewrites_it(tmp_path, compose_cfg, real_slice):
     # EMA on: the in-run test must score the checkpointed (averaged) weights, as evaluate does
     cfg = compose_cfg(f"data.root={real_slice}", *FAST, "callbacks=[default,ema]", "trainer.max_epochs=3")
-    objective = train(cfg)
+    objective = train_main_path(cfg)
     run = Path(cfg.paths.output_dir)
     metrics = json.loads((run / "metrics.json").read_text())
     for key in (
@@ -90,7 +72,7 @@ def test_fit_on_real_slice_writes_the_run_and_evaluate_rewrites_it(tmp_path, com
 @pytest.mark.integration
 def test_evaluate_on_a_class_folder_with_missing_classes_and_a_bad_file(tmp_path, compose_cfg, real_slice):
     cfg = compose_cfg(f"data.root={real_slice}", *FAST, "trainer.max_epochs=1")
-    train(cfg)
+    train_main_path(cfg)  # evaluate's default checkpoint is outputs/latest's
     folder = tmp_path / "external"
     for name in ("Chickenpox", "Normal"):
         (folder / name).mkdir(parents=True)
@@ -142,31 +124,6 @@ def test_cli_short_non_default_run(tmp_path, real_slice):
     assert metrics["epochs"] == 2 and "test/f1_macro" in metrics
     cfg = (tmp_path / "latest/.hydra/config.yaml").read_text()
     assert "RMSprop" in cfg and "l1: 1.0e-06" in cfg
-
-
-@pytest.mark.parametrize(
-    "args, code, fragments",
-    [
-        (["skinlesion.train", "optimizer=foo"], 1, ["Could not find 'optimizer/foo'", "adamw", "rmsprop"]),
-        (
-            ["skinlesion.prepare", "data.root=/nonexistent/msid"],
-            2,
-            ["/nonexistent/msid does not exist", "dipuiucse/monkeypoxskinimagedataset"],
-        ),
-        (
-            ["skinlesion.evaluate", "ckpt_path=/nonexistent/best.ckpt"],
-            2,
-            ["checkpoint /nonexistent/best.ckpt not found"],
-        ),
-    ],
-    ids=["unknown-optimizer", "missing-data-root", "missing-checkpoint"],
-)
-def test_cli_errors_are_one_clear_message(tmp_path, args, code, fragments):
-    r = run_cli(*args, f"paths.output_root={tmp_path}")
-    assert r.returncode == code
-    for fragment in fragments:
-        assert fragment in r.stderr
-    assert "Traceback" not in r.stderr
 
 
 def test_unreadable_checkpoint_is_refused(tmp_path):

@@ -10,7 +10,6 @@ from scipy import stats
 
 from skinlesion.core.errors import ConfigError, DataError
 from skinlesion.cv_compare import compare, paired_difference
-from tests.integration.test_train_evaluate import run_cli
 
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
 
@@ -98,13 +97,3 @@ def test_runs_on_other_folds_are_refused(tmp_path, two_runs, compose_cfg):
         compare(compose_cfg(f"runs=[{run_a}]", config_name="cv_compare"))
     with pytest.raises(DataError, match=r"cv_report\.json not found"):
         compare(compose_cfg(f"runs=[{run_a},{tmp_path}]", config_name="cv_compare"))
-
-
-def test_cli_names_a_missing_run(tmp_path, two_runs):
-    r = run_cli(
-        "skinlesion.cv_compare",
-        f"runs=[{two_runs[0]},{tmp_path / 'nowhere'}]",
-        f"paths.output_root={tmp_path}",
-    )
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "nowhere/cv_report.json not found" in r.stderr

@@ -7,7 +7,7 @@ import torch
 
 from skinlesion.core.errors import DataError
 from skinlesion.data.datamodule import SkinLesionDataModule
-from tests.conftest import CLASSES, datamodule
+from tests.helpers import CLASSES, datamodule
 
 
 def test_splits_follow_the_manifest(tmp_path, synthetic_root):

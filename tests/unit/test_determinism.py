@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -17,8 +13,7 @@ from skinlesion.core.determinism import EpochSampler, derive_seed
 from skinlesion.core.errors import CheckpointError
 from skinlesion.core.resume import ResumableCSVLogger, inspect_checkpoint
 from skinlesion.data.datamodule import SkinLesionDataModule
-from skinlesion.data.manifest import PrepareParams, prepare
-from tests.conftest import CLASSES
+from tests.helpers import CLASSES
 
 
 def drawn(sampler: EpochSampler, epoch: int | None = None) -> list[tuple[int, int]]:
@@ -139,21 +134,3 @@ def test_resume_refuses_a_checkpoint_trained_on_other_data(tmp_path):
     save_checkpoint({"state_dict": {}}, tmp_path / "weights.ckpt")
     with pytest.raises(CheckpointError, match="not a full training checkpoint"):
         inspect_checkpoint(str(tmp_path / "weights.ckpt"), None)
-
-
-def test_manifest_is_byte_identical_in_another_process(tmp_path, synthetic_root):
-    """Another interpreter, another hash seed (set and dict order): the same manifest, byte for byte."""
-    shutil.copy(synthetic_root / "Measles/measles0.png", synthetic_root / "Measles/measles_copy.png")
-    shutil.copy(synthetic_root / "Normal/normal0.png", synthetic_root / "Monkeypox/mislabelled.png")
-    prepare(synthetic_root, tmp_path / "here", PrepareParams.from_config(CLASSES, None, None, "train"))
-    args = [f"data.root={synthetic_root}", f"paths.output_root={tmp_path / 'there'}"]
-    r = subprocess.run(
-        [sys.executable, "-m", "skinlesion.prepare", *args],
-        env=os.environ | {"PYTHONHASHSEED": "12345"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    (there,) = (tmp_path / "there/prepared").glob("*/manifest.csv")
-    assert there.read_bytes() == (tmp_path / "here/manifest.csv").read_bytes()

@@ -5,38 +5,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.fabric.strategies.launchers.subprocess_script import _hydra_subprocess_cmd
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
 from skinlesion.core.devices import gpus_for_job, place_trial, ranks_rerun_this_job, trainer_kwargs
 from skinlesion.core.errors import ConfigError
-from skinlesion.core.paths import CONF_DIR
-
-
-@pytest.fixture
-def hydra_job(tmp_path):
-    """Install a composed Hydra config as the running job's (what Hydra does before a task)."""
-
-    def _job(*overrides: str, multirun: bool = True):
-        mode = ["hydra.mode=MULTIRUN"] if multirun else []
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(
-                "train",
-                overrides=[
-                    *mode,
-                    f"hydra.runtime.output_dir={tmp_path / 'job'}",
-                    *overrides,
-                ],
-                return_hydra_config=True,
-            )
-        HydraConfig.instance().set_config(cfg)
-        return cfg
-
-    yield _job
-    HydraConfig.instance().cfg = None
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import pytest
 from skinlesion.core.errors import DataError
 from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.data.splits import assign_folds, fold_rows
-from tests.conftest import CLASSES
-from tests.unit.test_prepare import add_duplicates
+from tests.helpers import CLASSES, add_duplicates
 
 
 def manifest_rows() -> list[dict[str, str]]:

@@ -19,7 +19,7 @@ from PIL import Image
 from skinlesion.core.errors import ImageDecodeError
 from skinlesion.data.images import DEFAULT_LIMITS, DecodeLimits, load_image, printable
 from skinlesion.data.manifest import PrepareParams, prepare, read_manifest
-from tests.conftest import CLASSES, make_class_folders
+from tests.helpers import CLASSES, as_nobody, make_class_folders
 from tests.hostile import attempt, encode, hostile_corpus, noisy, unusual_but_valid
 
 HOSTILE = hostile_corpus()
@@ -76,8 +76,10 @@ def hostile_files(tmp_path) -> dict[str, Path]:
 
 
 @pytest.mark.timeout(60)
-def test_hostile_paths_are_refused_with_a_message(hostile_files):
+def test_hostile_paths_are_refused_with_a_message_that_names_them(hostile_files, tmp_path):
+    hostile_files["missing.png"] = tmp_path / "missing.png"
     expected = {
+        "missing.png": "no such file",
         "directory.png": "is a directory",
         "loop.png": "cannot be read",
         "fifo.png": "not a regular file",
@@ -89,6 +91,7 @@ def test_hostile_paths_are_refused_with_a_message(hostile_files):
     for key, path in hostile_files.items():
         result = attempt(path, decode=from_path)
         assert isinstance(result, ImageDecodeError) and expected[key] in str(result), key
+        assert printable(path.name) in str(result), key
 
 
 def test_a_good_image_under_a_non_utf8_name_decodes(tmp_path):
@@ -98,12 +101,20 @@ def test_a_good_image_under_a_non_utf8_name_decodes(tmp_path):
     assert printable(path).endswith(r"ok\xe9.png")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_file_is_refused(tmp_path):
-    path = tmp_path / "secret.png"
-    noisy().save(path)
-    path.chmod(0)
-    assert "cannot be read" in str(attempt(path, decode=from_path))
+def test_unreadable_file_is_refused(shared_tmp):
+    """As an unprivileged user: root (CI) reads files whatever their permissions."""
+    readable, secret = shared_tmp / "readable.png", shared_tmp / "secret.png"
+    noisy().save(readable)
+    noisy().save(secret)
+    secret.chmod(0)
+
+    def outcomes() -> list:
+        results = [attempt(p, decode=from_path) for p in (readable, secret)]
+        return [r.size if isinstance(r, Image.Image) else str(r) for r in results]
+
+    seen = as_nobody(outcomes)
+    assert seen[0] == (64, 48)  # nobody reaches the folder ...
+    assert "secret.png: cannot be read" in seen[1]  # ... and is refused the file
 
 
 def test_prepare_leaves_out_every_hostile_file_and_writes_its_report(tmp_path, hostile_files):
@@ -117,6 +128,25 @@ def test_prepare_leaves_out_every_hostile_file_and_writes_its_report(tmp_path, h
     assert "not valid UTF-8" in reasons[r"Normal/broken\xff\xfe.png"]
     assert len(read_manifest(tmp_path / "out/manifest.csv")) == 12
     assert r"broken\xff\xfe.png" in (tmp_path / "out/report.md").read_text()
+
+
+# -- what decoding does to a valid image ---------------------------------------------------------
+
+
+def test_sixteen_bit_is_rescaled_not_clipped():
+    arr = np.linspace(0, 65535, 20 * 30).astype(np.uint16).reshape(20, 30)
+    out = np.asarray(attempt(encode(Image.fromarray(arr), "TIFF")))
+    assert out.min() == 0 and out.max() == 255  # the full 16-bit range maps onto 0..255
+
+
+def test_alpha_is_composited_on_white():
+    transparent_red = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    assert np.asarray(attempt(encode(transparent_red)))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_more_pixels_than_the_limit_is_a_decompression_bomb():
+    result = attempt(encode(Image.new("L", (5000, 5000))), limits=DecodeLimits(max_pixels=10_000_000))
+    assert isinstance(result, ImageDecodeError) and "decompression bomb" in str(result)
 
 
 # -- properties --------------------------------------------------------------------------------

@@ -6,17 +6,7 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from skinlesion.reports.metrics import classification_metrics, confusion_matrix, report_markdown
-
-NAMES = ["A", "B", "C", "D"]
-
-
-def random_predictions(seed: int, n: int = 200):
-    rng = np.random.default_rng(seed)
-    targets = rng.integers(0, 4, n)
-    logits = rng.normal(size=(n, 4))
-    logits[np.arange(n), targets] += rng.normal(1.0, 1.0, n)
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return probs, targets
+from tests.helpers import NAMES, random_predictions
 
 
 @pytest.mark.parametrize("seed", range(5))

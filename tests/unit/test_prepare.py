@@ -1,24 +1,15 @@
 """Preparation: deterministic, grouped, stratified, leakage-free; bad data gets a clear answer."""
 
 import csv
-import shutil
 from collections import Counter, defaultdict
 
 import pytest
-from PIL import Image
 
 from skinlesion.core.errors import DataError
 from skinlesion.data.manifest import PrepareParams, ensure_prepared, prepare, read_manifest
-from tests.conftest import CLASSES, make_class_folders
+from tests.helpers import CLASSES, add_duplicates, make_class_folders
 
 PARAMS = PrepareParams.from_config(CLASSES, {"seed": 7}, None, "train")
-
-
-def add_duplicates(root):
-    """One exact copy, one JPEG re-encode (near duplicate), one image under two labels."""
-    shutil.copy(root / "Measles/measles0.png", root / "Measles/measles_copy.png")
-    Image.open(root / "Normal/normal0.png").save(root / "Normal/normal_reencoded.jpg", quality=60)
-    shutil.copy(root / "Chickenpox/chickenpox0.png", root / "Monkeypox/monkeypox_mislabelled.png")
 
 
 def test_manifest_is_byte_identical_for_same_inputs(tmp_path, synthetic_root):

@@ -8,7 +8,7 @@ import pytest
 
 from skinlesion.core.errors import ConfigError
 from skinlesion.probe import probe
-from tests.conftest import make_class_folders
+from tests.helpers import make_class_folders
 
 
 def test_probe_separates_colour_classes_and_writes_its_table(tmp_path, synthetic_root, compose_cfg):

@@ -16,7 +16,7 @@ import torch
 from skinlesion.core.artifacts import provenance, record_run, run_name
 from skinlesion.inference.loading import check_manifest
 from skinlesion.models.classifier import SkinLesionClassifier
-from tests.conftest import CLASSES
+from tests.helpers import CLASSES
 
 
 def test_provenance_names_versions_commit_and_data():

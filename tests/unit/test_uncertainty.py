@@ -16,7 +16,7 @@ from skinlesion.reports.metrics import (
     roc_one_vs_rest,
     uncertainty_metrics,
 )
-from tests.unit.test_metrics import NAMES, random_predictions
+from tests.helpers import NAMES, random_predictions
 
 
 @pytest.mark.parametrize("seed", range(3))

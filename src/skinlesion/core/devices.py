@@ -7,11 +7,15 @@
 - Lightning starts DDP ranks > 0 by re-running ``sys.argv`` with ``hydra.run.dir=<run.dir>``.
   Inside ``--multirun`` that would start a second sweep in a new directory, so the ranks are made
   to re-run this one job, in its own directory, on the same GPUs.
+- Lightning also leaves the launch's ``LOCAL_RANK``, ``MASTER_PORT``, ... in ``os.environ``; the
+  next fit in the same process (the next trial of a sweep) would read them as "the ranks were
+  started for me" and wait for ever for ranks nobody starts. They are put back after each fit.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -75,10 +79,29 @@ def relaunches_script(trainer: L.Trainer) -> bool:
     return isinstance(getattr(trainer.strategy, "launcher", None), _SubprocessScriptLauncher)
 
 
+# What Lightning's script launcher writes into os.environ for the ranks it starts.
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
 @contextmanager
-def ranks_rerun_this_job(trainer: L.Trainer, extra_overrides: Sequence[str] = ()) -> Iterator[None]:
-    """While fitting, make DDP's re-launched ranks run this multirun job as a single run."""
-    if not (in_multirun() and relaunches_script(trainer) and trainer.world_size > 1):
+def restored_launch_env() -> Iterator[None]:
+    """Put the launch variables back as they were, so that the next DDP fit in this process
+    starts its own ranks (a rank started by a launcher keeps the values it was given)."""
+    before = {name: os.environ.get(name) for name in LAUNCH_ENV}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def multirun_job_as_argv(extra_overrides: Sequence[str]) -> Iterator[None]:
+    """In a multirun, make ``sys.argv`` and ``hydra.run.dir`` name this one job (a no-op otherwise)."""
+    if not in_multirun():
         yield
         return
     hydra_cfg = HydraConfig.get()
@@ -95,6 +118,17 @@ def ranks_rerun_this_job(trainer: L.Trainer, extra_overrides: Sequence[str] = ()
         yield
     finally:
         sys.argv = argv
+
+
+@contextmanager
+def ranks_rerun_this_job(trainer: L.Trainer, extra_overrides: Sequence[str] = ()) -> Iterator[None]:
+    """While fitting, make DDP's re-launched ranks run this job (in a multirun: as a single run),
+    and afterwards forget the launch, so that a later fit in this process launches its own ranks."""
+    if not (relaunches_script(trainer) and trainer.world_size > 1):
+        yield
+        return
+    with restored_launch_env(), multirun_job_as_argv(extra_overrides):
+        yield
 
 
 def leave_process_group() -> None:

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from skinlesion.core.artifacts import link_latest, record_run, write_json
+from skinlesion.core.artifacts import is_inside, link_latest, record_run, write_json
 from skinlesion.core.checkpoints import SafeCheckpointIO
 from skinlesion.core.devices import (
     leave_process_group,
@@ -27,8 +27,9 @@ from skinlesion.core.devices import (
     single_device_trainer,
     trainer_kwargs,
 )
-from skinlesion.core.errors import CheckpointError
+from skinlesion.core.errors import CheckpointError, ConfigError
 from skinlesion.core.resume import ResumableCSVLogger, ResumePoint, inspect_checkpoint, remove_partial_files
+from skinlesion.core.task import in_multirun
 from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.data.manifest import refuse_outputs_inside
 from skinlesion.inference.torch_backend import abstention_mask, prediction_sets
@@ -100,11 +101,38 @@ def prepare_resume(trainer: L.Trainer, resume: ResumePoint, run_dir: Path) -> No
     log.info("resuming %s from %s (epoch %d, step %d)", run_dir, resume.path, resume.epoch, resume.step)
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> float:
+def latest_mode(cfg: DictConfig) -> bool | str:
+    """``link_latest``: ``auto`` (default), ``true`` or ``false``; checked before training, not after."""
+    mode = cfg.get("link_latest", "auto")
+    if mode not in (True, False, "auto"):
+        raise ConfigError(f"link_latest must be auto, true or false, got {mode!r}")
+    return mode
+
+
+def move_latest(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Point ``outputs/latest`` (what evaluate, export and the model card use by default) at a
+    finished run of the main path, and at nothing else.
+
+    Never from a multirun (sweep trials) or with ``link_latest=false``; a run directory outside
+    ``paths.output_root`` only with ``link_latest=true``. CV folds, native sweep trials and retrains
+    call :func:`train` without ``main_path`` and never get here.
+    """
+    mode, output_root = latest_mode(cfg), Path(cfg.paths.output_root)
+    if mode is False or in_multirun():
+        return None
+    link = link_latest(output_root, run_dir, outside=mode is True)
+    if link is None and not is_inside(run_dir, output_root):
+        log.info("%s/latest left alone: the run is outside it (link_latest=true links it)", output_root)
+    return link
+
+
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), *, main_path: bool = False) -> float:
     """Fit, calibrate and (``evaluate=true``) test; returns the best val macro-F1.
 
     ``extra_callbacks`` join the configured ones (``skinlesion.sweep_native`` adds its pruning callback).
+    Only ``python -m skinlesion.train`` passes ``main_path=True``: its run may move ``outputs/latest``.
     """
+    latest_mode(cfg)
     torch.set_float32_matmul_precision("high")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -152,6 +180,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> float:
         "fit_seconds": round(fit_seconds, 1),
         "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
         "data_manifest_sha256": report["manifest_sha256"],
+        "world_size": trainer.world_size,  # processes that fitted (DDP ranks)
     }
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if best:
@@ -180,8 +209,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> float:
             **prediction_sets(model, outputs["probs"].numpy()),
         )
     write_json(run_dir / "metrics.json", summary)
-    if cfg.get("link_latest", True):
-        link_latest(Path(cfg.paths.output_root), run_dir)
+    if main_path:
+        move_latest(cfg, run_dir)
     keys = ("val/f1_macro_best", "test/acc", "test/f1_macro")
     log.info("run %s: %s", run_dir, "  ".join(f"{k}={summary[k]:.4f}" for k in keys if k in summary))
     return objective
