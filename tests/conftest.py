@@ -10,10 +10,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hydra.utils
 import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from skinlesion.core.task import EXECUTION_WHITELIST
 from tests.helpers import (
     CLASSES,
     REAL_ROOT,
@@ -22,6 +24,13 @@ from tests.helpers import (
     make_class_folders,
     synthetic_image,  # noqa: F401  # e2e/test_api.py imports it from here until it imports tests.helpers
 )
+
+
+@pytest.fixture(autouse=True)
+def execution_whitelist() -> Iterator[None]:
+    """In-process tests instantiate configs under the whitelist the commands run under (core.task)."""
+    with hydra.utils.execution_whitelist(EXECUTION_WHITELIST):
+        yield
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from skinlesion.sweeps.study import OUTPUT_ATTR
-from tests.integration.test_train_evaluate import run_cli
+from tests.helpers import run_cli
 
 
 @pytest.mark.integration

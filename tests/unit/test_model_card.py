@@ -19,9 +19,7 @@ from skinlesion.model_card import model_card, numbering_gaps
 from skinlesion.reports.evaluation import write_evaluation
 from skinlesion.reports.folds import cv_matches_run, summarise_folds, training_signature
 from skinlesion.reports.metrics import fmt_ci
-from tests.conftest import CLASSES
-from tests.unit.test_metrics import random_predictions
-from tests.unit.test_prepare import add_duplicates
+from tests.helpers import CLASSES, add_duplicates, random_predictions
 
 REPO = Path(__file__).resolve().parents[2]
 LINK = re.compile(r"\]\(([^)\s#]+)")  # markdown link and image targets, without any #anchor
