@@ -6,11 +6,15 @@ when the run's CSV log is there, ``training_curves.png``. Besides the point scor
 intervals (an image and its duplicates resampled together), Cohen's κ, one-vs-rest ROC AUC, and ECE/NLL/Brier
 before and after temperature scaling. ``train`` calls :func:`write_evaluation` on its best
 checkpoint, so every run directory carries the same artefacts in ``<run>/eval/``.
+
+A folder's files that duplicate (or crop) a file of the checkpoint's own data are left out of its
+score; ``excluded.json`` names them with the evidence, ``metrics.json`` counts them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ from skinlesion.core.artifacts import write_json
 from skinlesion.core.errors import DataError
 from skinlesion.core.task import command
 from skinlesion.data.datamodule import ImageListDataset, folder_items
+from skinlesion.data.overlap import duplicates_of_data
 from skinlesion.data.transforms import eval_transforms
 from skinlesion.inference.loading import (
     as_model_sees,
@@ -42,6 +47,28 @@ from skinlesion.reports.metrics import (
 log = logging.getLogger(__name__)
 
 
+def training_duplicates(
+    checkpoints: list[Path], models: list, root: str | None, folder: Path, items: list[tuple[str, int]]
+) -> dict[str, dict]:
+    """Files of ``folder`` that duplicate (or crop) a file of a checkpoint's own data: they are left
+    out of its score (see :func:`skinlesion.data.overlap.duplicates_of_data`)."""
+    found: dict[str, dict] = {}
+    seen = set()
+    for ckpt, model in zip(checkpoints, models, strict=True):
+        dm = checkpoint_datamodule(ckpt, model, root)
+        if dm.manifest_path in seen:
+            continue
+        seen.add(dm.manifest_path)
+        for path, twin in duplicates_of_data(dm, folder, [p for p, _ in items]).items():
+            found.setdefault(path, twin)
+    return found
+
+
+def twin_entry(path: str, twin: dict) -> dict:
+    reason = f"duplicate of the checkpoint's data: {twin['twin']} ({twin['split']} split; {twin['evidence']})"
+    return {"path": path, "reason": reason}
+
+
 def evaluate(cfg: DictConfig) -> dict:
     torch.set_float32_matmul_precision("high")
     members = ensemble_members(cfg)
@@ -50,12 +77,16 @@ def evaluate(cfg: DictConfig) -> dict:
     check_ensemble(models)
     model = models[0]
     run_dir = run_dir_of(ckpt)
+    twins: dict[str, dict] = {}
     if cfg.folder:
         folder = Path(cfg.folder)
         items, ignored = folder_items(folder, model.class_names)
+        if cfg.get("exclude_training_duplicates", True):
+            twins = training_duplicates(members or [ckpt], models, cfg.data.root, folder, items)
+        items = [item for item in items if item[0] not in twins]
         pre = model.preprocessing
         dataset = ImageListDataset(folder, items, eval_transforms(pre["image_size"], pre["mean"], pre["std"]))
-        excluded = ignored + dataset.drop_unreadable()
+        excluded = ignored + [twin_entry(p, t) for p, t in twins.items()] + dataset.drop_unreadable()
         prefix, name = "folder", folder.resolve().name
     else:
         dm = checkpoint_datamodule(ckpt, model, cfg.data.root)
@@ -64,6 +95,11 @@ def evaluate(cfg: DictConfig) -> dict:
                 f"split must be one of {list(dm.datasets)} (or use folder=...), got {cfg.split!r}"
             )
         dataset, excluded, prefix, name = dm.datasets[cfg.split], [], cfg.split, cfg.split
+    if len(dataset) == 0 and twins:
+        raise DataError(
+            f"nothing to evaluate: every readable image of {cfg.folder} duplicates the checkpoint's own "
+            f"data ({len(twins)} files); exclude_training_duplicates=false scores them anyway"
+        )
     if len(dataset) == 0:
         raise DataError(f"nothing to evaluate: no readable images in {cfg.folder or cfg.split}")
     if members:  # beside the members' runs (a CV directory): ensemble-eval[-<split or folder>]
@@ -98,6 +134,16 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     if members:
         metrics[f"{prefix}/ensemble_members"] = [str(c) for c in members]
+    if cfg.folder:
+        metrics[f"{prefix}/n_duplicates_of_training_data"] = len(twins)
+        metrics[f"{prefix}/duplicates_of_training_data_by_split"] = dict(
+            sorted(Counter(t["split"] for t in twins.values()).items())
+        )
+        print(
+            f"left out {len(twins)} files of {cfg.folder} that duplicate the checkpoint's own data "
+            f"(listed in {out_dir / 'excluded.json'})"
+        )
+    if members or cfg.folder:
         write_json(out_dir / "metrics.json", metrics)
     if excluded:
         write_json(out_dir / "excluded.json", excluded)

@@ -53,7 +53,8 @@ def run_train(compose_cfg, root: Path, tmp_path: Path) -> None:
 
 def run_evaluate(compose_cfg, root: Path, tmp_path: Path) -> None:
     evaluate(compose_cfg(config_name="evaluate"))  # the latest run's checkpoint on its test split
-    evaluate(compose_cfg(f"folder={root}", config_name="evaluate"))  # the data root as a plain folder
+    # the data root as a plain folder (its images, the training data, scored on purpose)
+    evaluate(compose_cfg(f"folder={root}", "exclude_training_duplicates=false", config_name="evaluate"))
 
 
 # Every task that reads the data root. Cross-validation (skinlesion.cv) is being built in parallel:

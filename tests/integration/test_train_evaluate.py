@@ -13,7 +13,7 @@ from skinlesion.inference.loading import load_classifier
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.train import train_main_path
 from skinlesion.training.fit import train
-from tests.helpers import CLASSES, FAST, datamodule, quiet_trainer, run_cli
+from tests.helpers import CLASSES, FAST, REAL_ROOT, datamodule, quiet_trainer, run_cli
 
 ARTEFACTS = [
     "metrics.json",
@@ -76,17 +76,24 @@ def test_evaluate_on_a_class_folder_with_missing_classes_and_a_bad_file(tmp_path
     folder = tmp_path / "external"
     for name in ("Chickenpox", "Normal"):
         (folder / name).mkdir(parents=True)
-        for f in sorted((real_slice / name).iterdir())[:3]:
+        unseen = [
+            f for f in sorted((REAL_ROOT / name).iterdir()) if not (real_slice / name / f.name).exists()
+        ]
+        for f in unseen[:3]:
             (folder / name / f.name).symlink_to(f.resolve())
     (folder / "Normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (folder / "Normal" / "a_training_image.png").symlink_to(next((real_slice / "Normal").iterdir()).resolve())
     (folder / "Unrelated").mkdir()
     out = tmp_path / "ext_eval"
     m = evaluate(compose_cfg(f"folder={folder}", f"output_dir={out}", config_name="evaluate"))
     assert m["folder/n"] == 6
     assert m["folder/support/Monkeypox"] == 0
     assert m["folder/auc/Monkeypox"] is None and m["folder/bootstrap_unit"] == "image"
-    excluded = json.loads((out / "excluded.json").read_text())
-    assert {e["path"] for e in excluded} == {"Normal/broken.png", "Unrelated"}
+    # a copy of a training image is no external evidence: left out, counted, named with its twin
+    assert m["folder/n_duplicates_of_training_data"] == 1
+    excluded = {e["path"]: e["reason"] for e in json.loads((out / "excluded.json").read_text())}
+    assert set(excluded) == {"Normal/broken.png", "Unrelated", "Normal/a_training_image.png"}
+    assert excluded["Normal/a_training_image.png"].startswith("duplicate of the checkpoint's data")
     assert "absent from the targets" in (out / "classification_report.md").read_text()
 
 

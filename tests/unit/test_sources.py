@@ -15,6 +15,7 @@ from skinlesion.data.crops import CropParams, FeatureCache, Item, crop_pairs, vo
 from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.data.manifest import PrepareParams, prepare, read_manifest
 from skinlesion.data.splits import SplitParams, assign_folds, assign_splits
+from skinlesion.reports.per_source import per_source_metrics, sources_markdown
 from tests.helpers import CLASSES, add_duplicates, compose_task, make_class_folders
 
 CROPS = {"enabled": True}
@@ -300,3 +301,21 @@ def test_multisource_config_composes_and_a_third_source_is_one_more_file(tmp_pat
     report = dm.prepare_data()
     assert [s["name"] for s in report["sources"]] == ["msid", "msld_v2", "gamma"]
     assert set(report["counts_by_source"]["gamma"]["train"]) <= {"Measles", "Normal"}
+
+
+def test_per_source_metrics_score_each_source_beside_the_pooled_figures():
+    targets = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    preds = np.array([0, 1, 2, 3, 0, 1, 0, 0])  # source "a" all right, source "b" half wrong
+    probs = np.eye(4)[preds] * 0.7 + 0.075
+    sources = ["a"] * 4 + ["b"] * 4
+    assert per_source_metrics(probs, targets, CLASSES, "test", None) == {}
+    assert per_source_metrics(probs, targets, CLASSES, "test", ["a"] * 8) == {}
+    m = per_source_metrics(probs, targets, CLASSES, "test", sources, [f"g{i}" for i in range(8)])
+    assert m["test/sources"] == ["a", "b"]
+    assert m["test/source/a/acc"] == 1.0 and m["test/source/b/acc"] == 0.5
+    assert m["test/source/b/n"] == 4 and m["test/source/b/recall/Monkeypox"] == 0.0
+    low, high = m["test/source/b/acc_ci"]
+    assert 0.0 <= low <= 0.5 <= high <= 1.0
+    md = sources_markdown(m | {"test/ci_level": 0.95}, CLASSES, "test")
+    assert "| b | 4 | 0.500" in md and "## Per source" in md
+    assert sources_markdown({}, CLASSES, "test") == ""

@@ -31,7 +31,7 @@ from skinlesion.core.artifacts import atomic_write_bytes
 from skinlesion.core.errors import DataError
 from skinlesion.data.crops import CropParams, FeatureCache, Item, crop_pairs
 from skinlesion.data.duplicates import NearDuplicateParams, find_duplicate_pairs, group_records, merge_pairs
-from skinlesion.data.report import build_report, render_markdown
+from skinlesion.data.overview import build_report, render_markdown
 from skinlesion.data.scan import ImageRecord, fingerprint, scan
 from skinlesion.data.sources import Source, patient_links, resolve_sources, scan_source
 from skinlesion.data.splits import SplitParams, assign_splits

@@ -27,6 +27,7 @@ from skinlesion.reports.metrics import (
     roc_one_vs_rest,
     uncertainty_metrics,
 )
+from skinlesion.reports.per_source import per_source_metrics, sources_markdown
 from skinlesion.reports.plots import (
     plot_accuracy_coverage,
     plot_confusion_matrix,
@@ -65,6 +66,7 @@ def write_evaluation(
 
     ``probs`` are what the model outputs (temperature-scaled); with the raw ``logits`` calibration
     is also reported before scaling. The bootstrap resamples ``dataset.groups`` when it has them.
+    When ``dataset.sources`` names more than one source, each is scored beside the pooled figures.
     ``abstained`` (a mask, from :func:`abstention_mask`) adds the abstention figures;
     ``prediction_sets`` (an (N, C) membership, at coverage ``set_level``) the sets' coverage and sizes.
     """
@@ -75,6 +77,8 @@ def write_evaluation(
         raise DataError(f"cannot write the evaluation to {out_dir}: {e.strerror or e}") from e
     metrics = classification_metrics(probs, targets, class_names, prefix)
     metrics |= uncertainty_metrics(probs, targets, class_names, prefix, dataset.groups, bootstrap)
+    sources = getattr(dataset, "sources", None)  # a stand-in dataset (a test's) may have none
+    metrics |= per_source_metrics(probs, targets, class_names, prefix, sources, dataset.groups, bootstrap)
     metrics |= calibration_metrics(probs, targets, prefix, logits, temperature, ece_bins)
     metrics |= selective_metrics(probs, targets, prefix)
     if abstained is not None:
@@ -87,6 +91,7 @@ def write_evaluation(
         report_markdown(probs, targets, class_names, title)
         + "\n"
         + details_markdown(metrics, class_names, prefix)
+        + sources_markdown(metrics, class_names, prefix)
         + set_markdown(metrics, class_names, prefix)
     )
     preds = probs.argmax(1)
