@@ -1,8 +1,11 @@
 """``python -m skinlesion.calibrate``: refit the post-fit step of an existing checkpoint.
 
-``train`` fits the temperature and the abstention thresholds on the validation split right after
-training; this runs the same step again on a saved checkpoint (new ``abstain.*`` settings, or a
-checkpoint from before abstention existed) and merges the figures into the run's ``metrics.json``.
+``train`` fits the temperature, the abstention thresholds and the prediction sets on the
+validation split right after training; this runs the same step again on a saved checkpoint (new
+``abstain.*`` settings, or a checkpoint from before they existed) and merges the figures into the
+run's ``metrics.json``. It also fits the other-rash gate (``models/other.py``) on the photos of
+other rashes of the checkpoint's own data, or of ``other_data`` (``data=multisource`` by default)
+for a checkpoint trained without them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from skinlesion.inference.loading import (
     load_classifier,
     run_dir_of,
 )
+from skinlesion.inference.other_rash import other_rash_loaders
 from skinlesion.models.abstention import AbstainParams
 from skinlesion.models.temperature import calibrate_checkpoint
 
@@ -32,7 +36,10 @@ def calibrate(cfg: DictConfig) -> dict:
     model = load_classifier(ckpt)
     dm = checkpoint_datamodule(ckpt, model, cfg.data.root)
     params = AbstainParams(**OmegaConf.to_container(cfg.abstain, resolve=True))
-    summary = calibrate_checkpoint(model, dm.eval_loader("val"), ckpt, dm.eval_loader("train"), params)
+    other = other_rash_loaders(cfg.get("other_data"), dm, model) if params.other_reject else None
+    if params.other_reject and other is None:
+        log.warning("no photos of other rashes: the other-rash gate is not fitted")
+    summary = calibrate_checkpoint(model, dm.eval_loader("val"), ckpt, dm.eval_loader("train"), params, other)
     metrics_path = run_dir_of(ckpt) / "metrics.json"
     if metrics_path.is_file():
         write_json(metrics_path, json.loads(metrics_path.read_text()) | summary)

@@ -1,11 +1,12 @@
 """``python -m skinlesion.export``: the calibrated classifier with its abstention, as ONNX + JSON.
 
 Writes ``model.onnx`` (the ``InferenceGraph``: probabilities after temperature scaling, the
-out-of-distribution score and the class activation maps; dynamic batch) and ``model.json`` (class
-names, preprocessing, abstention and prediction-set thresholds, metrics, versions, provenance,
-parity). It runs the exported graph in ONNX Runtime and PyTorch on the same real images and refuses
-to write the files when any probability differs by more than ``parity.tolerance``; it warns when a
-prediction set differs (a probability within that tolerance of a set threshold).
+out-of-distribution score, the class activation maps and the other-rash score; dynamic batch) and
+``model.json`` (class names, preprocessing, abstention and prediction-set thresholds, metrics,
+versions, provenance, parity). It runs the exported graph in ONNX Runtime and PyTorch on the same
+real images and refuses to write the files when any probability differs by more than
+``parity.tolerance``; it warns when a prediction set differs (a probability within that tolerance
+of a set threshold).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def model_description(model: SkinLesionClassifier, ckpt: Path, parity: dict, ops
     size = int(model.preprocessing["image_size"])
     run_metrics_path = run_dir_of(ckpt) / "metrics.json"
     run_metrics = json.loads(run_metrics_path.read_text()) if run_metrics_path.is_file() else {}
-    metric_prefixes = ("test/", "val/", "calibration/", "abstain/", "sets/")
+    metric_prefixes = ("test/", "val/", "calibration/", "abstain/", "sets/", "other/")
     versions = package_versions()
     for name in EXPORT_PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -71,6 +72,9 @@ def model_description(model: SkinLesionClassifier, ckpt: Path, parity: dict, ops
             "ood_stages": len(model.ood_taps),
             "ood_scale": model.ood_scale.tolist(),
             "method": "multi-layer Mahalanobis (Lee et al. 2018) + calibrated confidence, fitted on val",
+            "other_rash": "Fisher discriminant of other-rash vs in-class photos on pooled features "
+            "(models/other.py); threshold: a quantile of the in-class val scores",
+            "other_rash_fitted": model.other_weight.numel() > 0,
         },
         "prediction_sets": {
             "method": "class-conditional (Mondrian) split conformal, score 1 - p_class, fitted on val: "

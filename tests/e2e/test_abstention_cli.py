@@ -12,6 +12,10 @@ from skinlesion.inference.torch_backend import thresholds_of
 from skinlesion.reports.nonskin import nonskin_set
 from tests.helpers import compose_task
 
+# No photos of other rashes: preparing data=multisource (its crop search) is too slow for this test;
+# the other-rash gate has its own tests (tests/unit/test_other_rash.py, tests/e2e/test_page.py).
+NO_OTHER = ["~data@other_data"]
+
 
 @pytest.mark.integration
 def test_refit_then_measure(real_deployed, tmp_path):
@@ -19,7 +23,7 @@ def test_refit_then_measure(real_deployed, tmp_path):
     shutil.copytree(real_deployed.ckpt.parent.parent, run, ignore=shutil.ignore_patterns("export"))
     ckpt = run / "checkpoints" / "best.ckpt"
     before = thresholds_of(load_classifier(ckpt))
-    summary = calibrate(compose_task("calibrate", [f"ckpt_path={ckpt}", "abstain.ood_reject=0.4"]))
+    summary = calibrate(compose_task("calibrate", [f"ckpt_path={ckpt}", "abstain.ood_reject=0.4", *NO_OTHER]))
     after = thresholds_of(load_classifier(ckpt))
     assert after.ood_score == pytest.approx(summary["abstain/ood_threshold"], rel=1e-5)
     assert after.ood_score < before.ood_score  # turning away 40 % of val needs a lower threshold
@@ -30,7 +34,7 @@ def test_refit_then_measure(real_deployed, tmp_path):
 
     out = tmp_path / "eval"
     report = evaluate_abstention(
-        compose_task("evaluate_abstention", [f"ckpt_path={ckpt}", f"output_dir={out}"])
+        compose_task("evaluate_abstention", [f"ckpt_path={ckpt}", f"output_dir={out}", *NO_OTHER])
     )
     rows = json.loads((out / "abstention.json").read_text())["rows"]
     nonskin = [r for r in rows if r["set"] == "nonskin"]
@@ -57,7 +61,7 @@ def test_evaluate_abstains_exactly_where_the_predictor_does(deployed, tmp_path):
     run = tmp_path / "run"  # a copy: the session's model keeps its thresholds
     shutil.copytree(deployed.ckpt.parent.parent, run, ignore=shutil.ignore_patterns("export"))
     ckpt = run / "checkpoints" / "best.ckpt"
-    calibrate(compose_task("calibrate", [f"ckpt_path={ckpt}", "abstain.ood_reject=0.3"]))
+    calibrate(compose_task("calibrate", [f"ckpt_path={ckpt}", "abstain.ood_reject=0.3", *NO_OTHER]))
     model = load_classifier(ckpt)
     overrides = [f"ckpt_path={ckpt}", f"folder={deployed.data}", f"output_dir={tmp_path / 'eval'}"]
     overrides.append("exclude_training_duplicates=false")  # the model's own data, scored on purpose

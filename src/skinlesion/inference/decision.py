@@ -5,7 +5,10 @@ in this order; the first that fires turns the photo away (``abstained``, an empt
 
 1. ``out_of_distribution``: the photo's multi-layer Mahalanobis score (``skinlesion.models.ood``)
    is higher than on all but a small share of the validation photos: "not a recognisable skin lesion";
-2. ``low_confidence`` (off by default since prediction sets exist): the calibrated probability of
+2. ``other_condition``: the other-rash score (``skinlesion.models.other``, fitted on photos of other
+   rashes) is higher than on all but a small share of the in-class validation photos: "not one of
+   the four conditions this model knows";
+3. ``low_confidence`` (off by default since prediction sets exist): the calibrated probability of
    the top class is below the confidence threshold: "unsure".
 
 A photo that passes gets its prediction set (``skinlesion.models.conformal``): every class whose
@@ -25,6 +28,9 @@ from skinlesion.models.conformal import ordered_set
 
 NOT_A_LESION = "not a recognisable skin lesion"
 NOT_ENOUGH = "this photo is not enough to tell"
+NOT_KNOWN = "not one of the four conditions this model knows"
+# Reasons that turn a photo away before any class is named (no heatmap of a class either).
+TURNED_AWAY = ("out_of_distribution", "other_condition")
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,16 @@ class Thresholds:
     ood_score: float | None = None  # abstain when the out-of-distribution score > ood_score
     set_level: float | None = None  # the stated coverage of the prediction sets
     set_thresholds: tuple[float, ...] | None = None  # class c is in the set when p_c >= its threshold
+    other_score: float | None = None  # abstain when the other-rash score > other_score
 
     @classmethod
     def from_values(
-        cls, confidence: float, ood_score: float, set_level: float = 0.0, set_thresholds: Sequence[float] = ()
+        cls,
+        confidence: float,
+        ood_score: float,
+        set_level: float = 0.0,
+        set_thresholds: Sequence[float] = (),
+        other_score: float = math.inf,
     ) -> Thresholds:
         """From buffer values, where 0, +inf and empty mean "off"."""
         sets = len(set_thresholds) > 0 and set_level > 0
@@ -47,6 +59,7 @@ class Thresholds:
             ood_score=float(ood_score) if math.isfinite(ood_score) else None,
             set_level=float(set_level) if sets else None,
             set_thresholds=tuple(float(t) for t in set_thresholds) if sets else None,
+            other_score=float(other_score) if math.isfinite(other_score) else None,
         )
 
     @classmethod
@@ -58,6 +71,7 @@ class Thresholds:
             ood_score=data.get("ood_score"),
             set_level=data.get("set_level"),
             set_thresholds=tuple(float(t) for t in sets) if sets else None,
+            other_score=data.get("other_score"),
         )
 
     def to_json(self) -> dict:
@@ -85,7 +99,11 @@ def in_words(names: Sequence[str]) -> str:
 
 
 def decide(
-    probs: Sequence[float], class_names: Sequence[str], ood_score: float, thresholds: Thresholds
+    probs: Sequence[float],
+    class_names: Sequence[str],
+    ood_score: float,
+    thresholds: Thresholds,
+    other_score: float = 0.0,
 ) -> Decision:
     """Apply the gates to one image's outputs, then form its prediction set."""
     t = thresholds
@@ -95,6 +113,13 @@ def decide(
             "out_of_distribution",
             f"{NOT_A_LESION}: the photo is unlike the lesion photos the model was trained on "
             f"(out-of-distribution score {ood_score:.2f} > {t.ood_score:.2f})",
+        )
+    if t.other_score is not None and other_score > t.other_score:
+        return Decision(
+            True,
+            "other_condition",
+            f"{NOT_KNOWN} ({in_words(class_names)}): the photo looks more like another rash "
+            f"(other-rash score {other_score:.2f} > {t.other_score:.2f})",
         )
     top = max(range(len(probs)), key=lambda i: probs[i])
     if t.confidence is not None and probs[top] < t.confidence:

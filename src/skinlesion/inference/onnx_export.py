@@ -77,6 +77,7 @@ def check_parity(model: SkinLesionClassifier, onnx_path: Path, files: list[Path]
         "max_rel_ood_score_diff": float(np.abs(want["ood_score"] - got["ood_score"]).max())
         / max(float(np.abs(want["ood_score"]).max()), 1e-6),
         "max_rel_cam_diff": float(np.abs(want["cam"] - got["cam"]).max()) / cam_scale,
+        "max_abs_other_score_diff": float(np.abs(want["other_score"] - got["other_score"]).max()),
         "end_to_end_prob_diff": float(np.abs(want["probs"] - own["probs"]).max()),
         "same_top_class": int((want["probs"].argmax(1) == own["probs"].argmax(1)).sum()),
         "same_prediction_set": same_set(want["probs"], got["probs"]),

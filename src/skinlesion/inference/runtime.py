@@ -19,11 +19,12 @@ from PIL import Image
 from skinlesion.core.errors import CheckpointError
 from skinlesion.data.images import DecodeLimits, decode_image, load_image
 from skinlesion.inference.cam import overlay
-from skinlesion.inference.decision import Thresholds, decide
+from skinlesion.inference.decision import TURNED_AWAY, Thresholds, decide
 from skinlesion.inference.preprocess import model_view, normalise
 
-# Model outputs, in the order the ONNX graph returns them.
-OUTPUTS = ("probs", "ood_score", "cam")
+# Model outputs, in the order the ONNX graph returns them (other_score: models exported since the
+# other-rash gate; an older model.onnx lacks it and its gate is off).
+OUTPUTS = ("probs", "ood_score", "cam", "other_score")
 INPUT = "image"
 MODEL_FORMAT = "skinlesion-onnx/1"
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (multi-picture)
@@ -102,14 +103,15 @@ class OnnxBackend:
         except Exception as e:  # onnxruntime raises its own untyped errors for bad files
             raise CheckpointError(f"{path} is not a usable ONNX model: {e}") from e
         self.path = path
+        self.outputs = [o.name for o in self.session.get_outputs() if o.name in OUTPUTS]
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         i = self.info
         return normalise(model_view(image, i.image_size), i.mean, i.std)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(list(OUTPUTS), {INPUT: np.ascontiguousarray(batch, dtype=np.float32)})
-        return dict(zip(OUTPUTS, values, strict=True))
+        values = self.session.run(self.outputs, {INPUT: np.ascontiguousarray(batch, dtype=np.float32)})
+        return dict(zip(self.outputs, values, strict=True))
 
 
 @dataclass
@@ -128,6 +130,7 @@ class Prediction:
     reason: str | None
     message: str
     ood_score: float
+    other_score: float
     heatmap: Image.Image | None = None
 
     def to_json(self) -> dict:
@@ -153,10 +156,11 @@ class Predictor:
         names = self.info.class_names
         probs = [float(p) for p in outputs["probs"][i]]
         ood = float(outputs["ood_score"][i])
-        decision = decide(probs, names, ood, self.info.thresholds)
+        other = float(outputs["other_score"][i]) if "other_score" in outputs else 0.0
+        decision = decide(probs, names, ood, self.info.thresholds, other)
         top = int(np.argmax(probs))
         heatmap = None
-        if explain and decision.reason != "out_of_distribution":  # no map of a class for a non-lesion
+        if explain and decision.reason not in TURNED_AWAY:  # no map of a class it is not
             heatmap = overlay(model_view(image, self.info.image_size), outputs["cam"][i][top])
         return Prediction(
             file=name,
@@ -170,6 +174,7 @@ class Predictor:
             reason=decision.reason,
             message=decision.message,
             ood_score=ood,
+            other_score=other,
             heatmap=heatmap,
         )
 

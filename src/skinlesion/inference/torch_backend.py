@@ -20,6 +20,7 @@ from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.models.conformal import set_membership
 from skinlesion.models.graph import InferenceGraph, collect_outputs
 from skinlesion.models.ood import ood_score
+from skinlesion.models.other import other_score
 
 
 def thresholds_of(model: SkinLesionClassifier) -> Thresholds:
@@ -28,6 +29,7 @@ def thresholds_of(model: SkinLesionClassifier) -> Thresholds:
         float(model.ood_threshold),
         round(float(model.set_level), 6),  # a float32 buffer: 0.9 is stored as 0.89999998
         model.set_threshold.tolist(),
+        float(model.other_threshold),
     )
 
 
@@ -62,24 +64,37 @@ class TorchBackend:
 def abstention_mask(model: SkinLesionClassifier, probs: np.ndarray, loader=None) -> np.ndarray | None:
     """Which images the model declines to answer, by the gates fitted into the checkpoint.
 
-    The same rule as ``inference.decision.decide``: out-of-distribution score above its threshold
-    (computed from ``loader``, the images behind ``probs`` in order), or top probability below the
-    confidence threshold. None when the checkpoint has no fitted gate (no abstention figures).
+    The same rule as ``inference.decision.decide``: out-of-distribution or other-rash score above
+    its threshold (computed from ``loader``, the images behind ``probs`` in order), or top
+    probability below the confidence threshold. None when the checkpoint has no fitted gate (no
+    abstention figures).
     """
 
     gates = thresholds_of(model)
-    if gates.confidence is None and gates.ood_score is None:
+    if gates.confidence is None and gates.ood_score is None and gates.other_score is None:
         return None
     abstained = np.zeros(len(probs), dtype=bool)
-    if gates.ood_score is not None:
+    if gates.ood_score is not None or gates.other_score is not None:
         if loader is None:
-            raise ValueError("the out-of-distribution gate needs the images (loader=...)")
-        device = model.temperature.device
-        taps = [t.to(device) for t in collect_outputs(model, loader)["taps"]]
-        abstained |= ood_score(model, taps).cpu().numpy() > gates.ood_score
+            raise ValueError("the out-of-distribution and other-rash gates need the images (loader=...)")
+        scores = gate_scores(model, collect_outputs(model, loader))
+        if gates.ood_score is not None:
+            abstained |= scores["ood_score"] > gates.ood_score
+        if gates.other_score is not None:
+            abstained |= scores["other_score"] > gates.other_score
     if gates.confidence is not None:
         abstained |= np.asarray(probs).max(1) < gates.confidence
     return abstained
+
+
+def gate_scores(model: SkinLesionClassifier, outputs: dict) -> dict[str, np.ndarray]:
+    """The out-of-distribution and other-rash scores of ``collect_outputs``' photos."""
+    device = model.temperature.device
+    taps = [t.to(device) for t in outputs["taps"]]
+    return {
+        "ood_score": ood_score(model, taps).cpu().numpy(),
+        "other_score": other_score(model, outputs["features"].to(device), taps).cpu().numpy(),
+    }
 
 
 def prediction_sets(model: SkinLesionClassifier, probs: np.ndarray) -> dict:

@@ -40,9 +40,10 @@ class AbstainParams:
     ood_reject: float = 0.03
     confidence_reject: float = 0.0  # off: the prediction set says "unsure" with a stated coverage
     set_coverage: float = 0.90  # 0: no prediction sets (the top class alone)
+    other_reject: float = 0.05  # in-class val share the other-rash gate may turn away; 0: off
 
     def __post_init__(self) -> None:
-        for name in ("ood_reject", "confidence_reject"):
+        for name in ("ood_reject", "confidence_reject", "other_reject"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ValueError(f"abstain.{name} must be in [0, 0.5), got {getattr(self, name)}")
         if not 0.0 <= self.set_coverage < 1.0:

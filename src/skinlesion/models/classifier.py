@@ -32,7 +32,7 @@ from skinlesion.models.backbones import get_backbone
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 DEFAULT_REGULARIZER = {"_target_": "skinlesion.models.regularizers.WeightPenalty", "l1": 0.0, "l2": 0.0}
 MONITOR = "val/f1_macro"
-POST_FIT_BUFFERS = ("temperature", "confidence_threshold", "ood_", "set_")  # name prefixes
+POST_FIT_BUFFERS = ("temperature", "confidence_threshold", "ood_", "set_", "other_")  # name prefixes
 
 
 def batch_mixing(num_classes: int, mixup_alpha: float, cutmix_alpha: float) -> v2.Transform | None:
@@ -104,6 +104,12 @@ class SkinLesionClassifier(SafeLoading, L.LightningModule):
         # coverage level, fitted on val after training; empty / 0 = no sets (the top class alone)
         self.register_buffer("set_threshold", torch.zeros(0))
         self.register_buffer("set_level", torch.zeros(()))
+        # the other-rash gate (models/other.py): a linear score on pooled features and its threshold;
+        # empty / +inf = off
+        self.register_buffer("other_centre", torch.zeros(0))
+        self.register_buffer("other_weight", torch.zeros(0))
+        self.register_buffer("other_bias", torch.zeros(()))
+        self.register_buffer("other_threshold", torch.tensor(float("inf")))
         self.frozen: list[nn.Module] = []
         self.freeze(freeze_stages)
         n = len(class_names)

@@ -1,8 +1,9 @@
 """The deployed forward pass as one module: what ``export`` traces and every backend runs.
 
 From one normalised batch it returns ``skinlesion.inference.runtime.OUTPUTS``: calibrated
-probabilities, the out-of-distribution score that abstention checks (``models.ood``), and the class
-activation map of every class (see ``skinlesion.inference.cam`` for why it is exact).
+probabilities, the out-of-distribution score that abstention checks (``models.ood``), the class
+activation map of every class (see ``skinlesion.inference.cam`` for why it is exact) and the
+other-rash score (``models.other``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import nn
 from skinlesion.core.errors import CheckpointError
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.models.ood import captured, ood_score
+from skinlesion.models.other import other_score
 
 
 class InferenceGraph(nn.Module):
@@ -36,24 +38,28 @@ class InferenceGraph(nn.Module):
         m = self.model
         fmap, taps, logits = self.features(x)
         cam = torch.einsum("ck,nkhw->nchw", m.head[-1].weight.float(), fmap.float())
-        return m.probabilities(logits), ood_score(m, taps), cam
+        other = other_score(m, fmap.mean(dim=(2, 3)), taps)
+        return m.probabilities(logits), ood_score(m, taps), cam, other
 
 
 @torch.no_grad()
 def collect_outputs(model: SkinLesionClassifier, loader) -> dict:
-    """Logits, pooled tapped-stage features and targets over a loader, in eval mode, on the CPU."""
+    """Logits, pooled last feature map (``features``), pooled tapped-stage features and targets over
+    a loader, in eval mode, on the CPU."""
     was_training = model.training
     graph = InferenceGraph(model)
     device = next(model.parameters()).device
-    logits, taps, targets = [], [], []
+    logits, pooled, taps, targets = [], [], [], []
     for x, y in loader:
-        _, tapped, out = graph.features(x.to(device))
+        fmap, tapped, out = graph.features(x.to(device))
         logits.append(out.float().cpu())
+        pooled.append(fmap.mean(dim=(2, 3)).float().cpu())
         taps.append([t.float().cpu() for t in tapped])
         targets.append(y)
     model.train(was_training)
     return {
         "logits": torch.cat(logits),
+        "features": torch.cat(pooled),
         "taps": [torch.cat(parts) for parts in zip(*taps, strict=True)],
         "targets": torch.cat(targets),
     }

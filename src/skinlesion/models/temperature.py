@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from skinlesion.core.checkpoints import load_checkpoint, save_checkpoint
 from skinlesion.models.abstention import AbstainParams, fit_abstention, fit_prediction_sets
 from skinlesion.models.graph import collect_outputs
+from skinlesion.models.other import OtherRashLoaders, fit_other_gate, joined
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 200) -> float:
@@ -52,13 +53,19 @@ def load_weights(model: torch.nn.Module, ckpt_path: Path) -> None:
 
 
 def calibrate_checkpoint(
-    model, val_loader, ckpt_path: Path, train_loader=None, abstain: AbstainParams | None = None
+    model,
+    val_loader,
+    ckpt_path: Path,
+    train_loader=None,
+    abstain: AbstainParams | None = None,
+    other: OtherRashLoaders | None = None,
 ) -> dict:
     """Fit the temperature of ``model`` (holding the checkpoint's weights) on val; store it back.
 
     With a ``train_loader`` (eval transforms) and ``abstain`` enabled, also fit the abstention
     thresholds and the out-of-distribution statistics; with ``abstain.set_coverage``, the prediction
-    sets' thresholds: all stored in the same checkpoint.
+    sets' thresholds; with ``other`` (photos of other rashes) and ``abstain.other_reject``, the
+    other-rash gate: all stored in the same checkpoint.
     """
     val = collect_outputs(model, val_loader)
     logits, targets = val["logits"], val["targets"]
@@ -70,10 +77,22 @@ def calibrate_checkpoint(
         "calibration/val_nll_before": float(F.cross_entropy(logits, targets)),
         "calibration/val_nll_after": float(F.cross_entropy(logits / temperature, targets)),
     }
-    if train_loader is not None and abstain is not None and abstain.enabled and len(targets):
-        fitted, abstain_summary = fit_abstention(model, val, collect_outputs(model, train_loader), abstain)
+    gates = train_loader is not None and abstain is not None and abstain.enabled and len(targets)
+    train = collect_outputs(model, train_loader) if gates else None
+    if gates:
+        fitted, abstain_summary = fit_abstention(model, val, train, abstain)
         buffers |= fitted
         summary |= abstain_summary
+    if gates and abstain.other_reject and other is not None:
+        fitted, other_summary = fit_other_gate(
+            model,
+            joined(train, *outputs_of(model, other.inside_train)),
+            joined(*outputs_of(model, other.outside_train)),
+            joined(val, *outputs_of(model, other.inside_val)),
+            abstain.other_reject,
+        )
+        buffers |= fitted
+        summary |= other_summary
     if abstain is not None and abstain.set_coverage and len(targets):
         fitted, set_summary = fit_prediction_sets(
             model, model.probabilities(logits), targets, abstain.set_coverage
@@ -82,3 +101,8 @@ def calibrate_checkpoint(
         summary |= set_summary
     update_checkpoint_buffers(ckpt_path, buffers)
     return summary
+
+
+def outputs_of(model, loader) -> list[dict]:
+    """``collect_outputs`` of a loader, as a list of none or one (an empty loader has no outputs)."""
+    return [collect_outputs(model, loader)] if loader is not None and len(loader.dataset) else []

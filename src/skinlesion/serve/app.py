@@ -52,9 +52,12 @@ class PredictResponse(BaseModel):
     confidence: float = Field(description="calibrated probability of top_class")
     probabilities: dict[str, float] = Field(description="calibrated probability of each class")
     abstained: bool = Field(description="turned away by a gate: no class and an empty set")
-    reason: Literal["out_of_distribution", "low_confidence"] | None
+    reason: Literal["out_of_distribution", "other_condition", "low_confidence"] | None
     message: str = Field(description="the answer in words, or why there is none")
     ood_score: float = Field(description="out-of-distribution score, compared with the fitted threshold")
+    other_score: float = Field(
+        description="other-rash score, compared with the fitted threshold (0: no gate)"
+    )
     heatmap: str | None = Field(None, description="Grad-CAM overlay on the model's crop, PNG data URL")
     notice: str = NOTICE
 

@@ -32,6 +32,7 @@ from skinlesion.core.resume import ResumableCSVLogger, ResumePoint, inspect_chec
 from skinlesion.core.task import in_multirun
 from skinlesion.data.datamodule import SkinLesionDataModule
 from skinlesion.data.manifest import refuse_outputs_inside
+from skinlesion.inference.other_rash import other_rash_loaders
 from skinlesion.inference.torch_backend import abstention_mask, prediction_sets
 from skinlesion.models.abstention import AbstainParams
 from skinlesion.models.backbones import get_backbone
@@ -187,8 +188,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), *, main_p
         load_weights(model, Path(best))  # test the weights that were checkpointed, EMA or not
         if len(dm.datasets["val"]):
             abstain = AbstainParams(**(plain(cfg.get("abstain")) or {}))
+            other = other_rash_loaders(None, dm, model)  # data with folders outside the classes
             summary |= calibrate_checkpoint(
-                model, dm.eval_loader("val"), Path(best), dm.eval_loader("train"), abstain
+                model, dm.eval_loader("val"), Path(best), dm.eval_loader("train"), abstain, other
             )
     if cfg.get("evaluate", True) and len(dm.datasets["test"]):
         tester = trainer if trainer.world_size == 1 else single_device_trainer(trainer)

@@ -1,0 +1,116 @@
+"""The other-rash gate: "not one of the four conditions this model knows".
+
+A classifier of four classes answers every rash as one of them: a cowpox or hand-foot-and-mouth
+photo comes back as a confident Monkeypox or Chickenpox, and the out-of-distribution score
+(``models.ood``), fitted to catch photos that are no skin lesion at all, lets most of them through.
+This gate learns what the four classes are not from photos of other rashes (the ``outside`` folders
+of the training sources: Cowpox and HFMD in MSLD v2), a light form of outlier exposure (Hendrycks
+et al., 2019) that needs no retraining of the network:
+
+- features: the pooled last feature map and the pooled tapped stages of ``models.ood``;
+- score: Fisher's linear discriminant between the in-class training photos (every source's, so
+  that it learns the disease and not the collection) and the other-rash photos of the training
+  patients, under the within-class covariance of all their classes (Ledoit-Wolf shrinkage):
+  ``w = S^-1 (mean_other - mean_inside)``; the score is ``(x - mean_inside) . w + b``, scaled so
+  that the median in-class validation photo scores 0 and their spread (IQR) is 1;
+- threshold: the ``1 - other_reject`` quantile of the in-class validation scores, so the gate turns
+  away that share of in-class photos; the share of other-rash photos it turns away is measured on
+  patients it never saw.
+
+Stored as classifier buffers (``other_centre``, ``other_weight``, ``other_bias``,
+``other_threshold``), computed in
+the exported graph, applied by ``inference.decision``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from sklearn.covariance import LedoitWolf
+
+from skinlesion.models.classifier import SkinLesionClassifier
+
+
+@dataclass(frozen=True)
+class OtherRashLoaders:
+    """Eval-transform loaders of the photos the gate is fitted on (``inference.other_rash``): other
+    rashes of the training patients, and in-class photos of other sources (train, val)."""
+
+    outside_train: object
+    inside_train: object = None
+    inside_val: object = None
+
+
+def joined(*outputs: dict) -> dict:
+    """Several ``collect_outputs`` results as one."""
+    return {
+        "logits": torch.cat([o["logits"] for o in outputs]),
+        "features": torch.cat([o["features"] for o in outputs]),
+        "taps": [torch.cat(parts) for parts in zip(*(o["taps"] for o in outputs), strict=True)],
+        "targets": torch.cat([o["targets"] for o in outputs]),
+    }
+
+
+def gate_features(pooled: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The gate's input: the pooled last feature map beside the pooled tapped stages."""
+    return torch.cat([pooled.float(), *(t.float() for t in taps)], dim=1)
+
+
+def other_score(
+    model: SkinLesionClassifier, pooled: torch.Tensor, taps: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """The other-rash score of each photo; 0 when the gate is not fitted."""
+    if model.other_weight.numel() == 0:
+        return torch.zeros(pooled.shape[0], device=pooled.device)
+    return (gate_features(pooled, taps) - model.other_centre) @ model.other_weight + model.other_bias
+
+
+def _within_precision(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    centred = x.clone()
+    for label in labels.unique():
+        centred[labels == label] -= x[labels == label].mean(0)
+    return torch.from_numpy(LedoitWolf(assume_centered=True).fit(centred.numpy()).precision_)
+
+
+def fit_other_gate(
+    model: SkinLesionClassifier,
+    inside: dict,
+    outside: dict,
+    val_inside: dict,
+    reject: float,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Fit on ``collect_outputs`` of in-class train photos (``inside``, labels = classes), other-rash
+    train photos (``outside``, labels = their own folders, numbered after the classes) and in-class
+    validation photos; sets the model's buffers, returns (buffers, summary)."""
+    centre = gate_features(inside["features"], inside["taps"]).double().mean(0)  # float32 scores
+    x_in = gate_features(inside["features"], inside["taps"]).double() - centre  # stay exact
+    x_out = gate_features(outside["features"], outside["taps"]).double() - centre
+    labels = torch.cat([inside["targets"], outside["targets"] + len(model.class_names)])
+    precision = _within_precision(torch.cat([x_in, x_out]), labels)
+    weight = precision @ (x_out.mean(0) - x_in.mean(0))
+    val = (gate_features(val_inside["features"], val_inside["taps"]).double() - centre) @ weight
+    q1, median, q3 = torch.quantile(val, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    scale = float(q3 - q1) or 1.0
+    weight, bias = weight / scale, -median / scale
+    threshold = float(torch.quantile(val / scale + bias, 1.0 - reject)) if reject else float("inf")
+    buffers = {
+        "other_centre": centre.float(),
+        "other_weight": weight.float(),
+        "other_bias": bias.float(),
+        "other_threshold": torch.tensor(threshold),
+    }
+    device = model.temperature.device
+    for name, value in buffers.items():
+        setattr(model, name, value.to(device))
+    train_out = (x_out @ weight + bias).float()
+    summary = {
+        "other/threshold": threshold,
+        "other/val_inside_rejected": float((val / scale + bias > threshold).double().mean()),
+        "other/train_outside_rejected": float((train_out > threshold).float().mean()),  # in-sample
+        "other/n_train_inside": len(x_in),
+        "other/n_train_outside": len(x_out),
+        "other/dims": int(weight.numel()),
+    }
+    return buffers, summary

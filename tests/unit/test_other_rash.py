@@ -1,0 +1,126 @@
+"""The other-rash gate: fitted on other rashes, thresholded on in-class photos, said in plain words."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from skinlesion.inference.decision import NOT_KNOWN, Thresholds, decide
+from skinlesion.inference.other_rash import other_rash_sets
+from skinlesion.inference.torch_backend import thresholds_of
+from skinlesion.models.classifier import SkinLesionClassifier
+from skinlesion.models.graph import InferenceGraph
+from skinlesion.models.other import fit_other_gate, gate_features, other_score
+from skinlesion.reports.tradeoff import best_under, scores, tradeoff
+
+CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
+
+
+@pytest.fixture
+def model() -> SkinLesionClassifier:
+    torch.manual_seed(0)
+    return SkinLesionClassifier(CLASSES, backbone="simple_cnn", pretrained=False).eval()
+
+
+def outputs(model: SkinLesionClassifier, n: int, shift: float, seed: int, labels: int = 4) -> dict:
+    """Shaped like ``collect_outputs``: pooled features and taps around class centres, moved by ``shift``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        fmap, taps, _ = InferenceGraph(model).features(torch.zeros(1, 3, 32, 32))
+    dims = [fmap.shape[1], *(t.shape[1] for t in taps)]
+    y = torch.arange(n) % labels
+    parts = [torch.eye(labels, d)[y] * 3 + shift + torch.randn(n, d, generator=g) for d in dims]
+    return {"features": parts[0], "taps": parts[1:], "targets": y, "logits": torch.zeros(n, 4)}
+
+
+def test_the_gate_turns_away_the_requested_share_of_in_class_photos_and_most_other_rashes(model):
+    inside, outside = outputs(model, 400, 0.0, 0), outputs(model, 200, 0.8, 1, labels=2)
+    val = outputs(model, 400, 0.0, 2)
+    buffers, summary = fit_other_gate(model, inside, outside, val, reject=0.05)
+    val_scores = other_score(model, val["features"], val["taps"])
+    assert (val_scores > summary["other/threshold"]).float().mean() == pytest.approx(0.05, abs=0.01)
+    assert float(torch.quantile(val_scores, 0.5)) == pytest.approx(0.0, abs=1e-4)  # scaled on in-class val
+    held_out = outputs(model, 200, 0.8, 3, labels=2)  # other rashes never fitted on
+    assert (
+        other_score(model, held_out["features"], held_out["taps"]) > summary["other/threshold"]
+    ).float().mean() > 0.9
+    assert thresholds_of(model).other_score == pytest.approx(summary["other/threshold"], rel=1e-5)
+    x = gate_features(held_out["features"], held_out["taps"])
+    torch.testing.assert_close(
+        other_score(model, held_out["features"], held_out["taps"]),
+        (x - buffers["other_centre"]) @ buffers["other_weight"] + buffers["other_bias"],
+    )
+
+
+def test_the_exported_graph_computes_the_same_score(model):
+    inside, outside = outputs(model, 100, 0.0, 0), outputs(model, 60, 0.8, 1, labels=2)
+    fit_other_gate(model, inside, outside, inside, reject=0.05)
+    x = torch.randn(3, 3, 32, 32)
+    graph = InferenceGraph(model)
+    with torch.no_grad():
+        fmap, taps, _ = graph.features(x)
+        torch.testing.assert_close(graph(x)[3], other_score(model, fmap.mean(dim=(2, 3)), taps))
+    fresh = SkinLesionClassifier(CLASSES, backbone="simple_cnn", pretrained=False).eval()
+    with torch.no_grad():
+        assert InferenceGraph(fresh)(x)[3].tolist() == [0.0] * 3  # not fitted: the gate is off
+    assert thresholds_of(fresh).other_score is None
+
+
+def test_the_page_words_for_another_rash():
+    t = Thresholds(ood_score=2.0, other_score=1.5, set_level=0.9, set_thresholds=(0.1,) * 4)
+    d = decide([0.1, 0.1, 0.7, 0.1], CLASSES, 1.0, t, other_score=3.0)
+    assert d.abstained and d.reason == "other_condition" and d.prediction_set == () and d.answer is None
+    assert d.message.startswith(f"{NOT_KNOWN} (Chickenpox, Measles, Monkeypox or Normal)")
+    assert decide([0.1, 0.1, 0.7, 0.1], CLASSES, 3.0, t, other_score=3.0).reason == "out_of_distribution"
+    assert not decide([0.1, 0.1, 0.7, 0.1], CLASSES, 1.0, t, other_score=1.0).abstained
+    assert Thresholds.from_json(t.to_json()) == t
+
+
+def test_photos_in_a_group_with_the_checkpoints_own_files_never_reach_the_gate(tmp_path):
+    """A crop of an own test photo (same group) is left out; other rashes and other sources kept."""
+    rows = [
+        {"path": "a.jpg", "label": "Monkeypox", "group": "g1", "split": "test", "source": "msid"},
+        {"path": "b.jpg", "label": "Monkeypox", "group": "g1", "split": "train", "source": "msld"},
+        {"path": "c.jpg", "label": "Cowpox", "group": "g2", "split": "train", "source": "msld"},
+        {"path": "d.jpg", "label": "HFMD", "group": "g3", "split": "test", "source": "msld"},
+        {"path": "e.jpg", "label": "Measles", "group": "g4", "split": "val", "source": "msld"},
+    ]
+    other = SimpleNamespace(
+        root=tmp_path, manifest_rows=rows, item_path=lambda r: r["path"], source_of=lambda r: r["source"]
+    )
+    own = SimpleNamespace(
+        root=tmp_path,
+        datasets={
+            "train": SimpleNamespace(items=[]),
+            "val": SimpleNamespace(items=[]),
+            "test": SimpleNamespace(items=[("a.jpg", 2)]),
+        },
+    )
+    model = SimpleNamespace(
+        class_names=CLASSES, preprocessing={"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
+    )
+    sets = other_rash_sets(other, own, model)
+    assert sets.outside_names == ["Cowpox", "HFMD"]
+    assert sets.outside["train"].items == [("c.jpg", 0)] and sets.outside["test"].items == [("d.jpg", 1)]
+    assert sets.inside["train"].items == [] and sets.inside["val"].items == [("e.jpg", 1)]  # b is a's twin
+    assert sets.inside["val"].sources == ["msld"] and Path(sets.inside["val"].root) == tmp_path
+
+
+def test_the_tradeoff_curve_moves_from_nothing_to_everything():
+    rng = np.random.default_rng(0)
+    rows = [{"set": "test", "ood_score": 0.5, "other_score": v} for v in rng.normal(0, 1, 200)]
+    rows += [{"set": "other:test", "ood_score": 0.5, "other_score": v} for v in rng.normal(3, 1, 50)]
+    rows += [{"set": "nonskin", "ood_score": 9.0, "other_score": 0.0} for _ in range(10)]
+
+    def group_of(r):
+        return {"test": "inside", "other:test": "other", "nonskin": "nonskin"}[r["set"]]
+
+    curves = tradeoff(scores(rows, group_of), ood_threshold=2.0)
+    gate = curves["other_gate"]
+    assert gate["inside"][0] == pytest.approx(0.4) and gate["inside"][-1] == 0.0 and gate["other"][-1] == 0.0
+    assert all(np.diff(gate["other"]) <= 0) and set(gate["nonskin"]) == {1.0}  # the OOD gate stays on
+    i = best_under(gate, 0.05)
+    assert gate["inside"][i] <= 0.05 and gate["other"][i] > 0.8
+    assert curves["ood_only"]["other"][0] == 0.0  # the OOD score alone does not see these rashes
