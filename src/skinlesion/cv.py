@@ -106,6 +106,7 @@ def run_fold(cfg: DictConfig, fold: int) -> tuple[dict, dict]:
     predictions = {
         "items": val.items,
         "groups": val.groups,
+        "sources": val.sources,
         "probs": probs,
         "logits": logits,
         "targets": targets,
@@ -159,6 +160,7 @@ def cross_validate(cfg: DictConfig) -> dict:
         [item for p in preds for item in p["items"]],
         preds[0]["transform"],
         groups=[g for p in preds for g in p["groups"]],
+        sources=[s for p in preds for s in p["sources"]],  # out-of-fold scores per source too
     )
     probs = np.concatenate([p["probs"] for p in preds])
     targets = np.concatenate([p["targets"] for p in preds])
