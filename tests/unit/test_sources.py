@@ -203,6 +203,15 @@ def test_one_source_in_sources_form_splits_exactly_like_the_single_root(tmp_path
         ({"group_pattern": "(unclosed"}, ConfigError, r"group_pattern '\(unclosed' is invalid"),
         ({"colour": "red"}, ConfigError, r"unknown key\(s\) \['colour'\]"),
     ],
+    ids=[
+        "missing-path",
+        "unknown-class",
+        "pattern-matches-nothing",
+        "same-name",
+        "missing-folder",
+        "bad-regex",
+        "unknown-key",
+    ],
 )
 def test_bad_sources_get_one_clear_error(tmp_path, change, error, message):
     alpha, beta = make_sources(tmp_path)
