@@ -14,8 +14,10 @@ The thresholds were set by eye on side-by-side pictures of matches and near-miss
 MSLD v2 and the external folder: with 6 to 11 inliers, stock photos of different faces still line
 up (NCC 0.76-0.92), crops of one photo agree (NCC >= 0.95); from 12 inliers on, every pair seen was
 one photo (eye bars and colour casts lower the NCC of true pairs to 0.4-0.8 there). With these
-values, 91 of the 537 MSLD v2 files are tied to MSID; a random sample of 40 of its 147 pairs were all
-one photo, and the five known crops of MSLD v2 photos in the external folder are found.
+values, ``prepare data=multisource`` ties 91 of the 537 MSLD v2 files to MSID. By eye, a random 30 of
+those 91 were each one photo with an MSID image of its group, and a random 40 of the 147 pairs that
+the check finds for MSLD v2 images against MSID were all one photo; the five known crops of MSLD v2
+photos in the external folder are found.
 """
 
 from __future__ import annotations
