@@ -101,13 +101,13 @@ def markdown(summary: dict, rows: list[dict], thresholds: dict) -> str:
         f"Separation of test and non-skin images by the out-of-distribution score: AUROC "
         f"{summary['ood_auroc_test_vs_nonskin']}.",
         "",
-        "| set | images | rejected | share | out of distribution | low confidence | acc (all) "
+        "| set | images | rejected | share | out of distribution | other rash | low confidence | acc (all) "
         "| acc (answered) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for group, s in summary["sets"].items():
         cells = [s["n"], s["rejected"], f"{s['rejected_fraction']:.1%}"]
-        cells += [s[f"rejected_{r}"] for r in ("out_of_distribution", "low_confidence")]
+        cells += [s[f"rejected_{r}"] for r in ("out_of_distribution", "other_condition", "low_confidence")]
         cells += [f"{s[k]:.3f}" if k in s else "" for k in ("acc_all", "acc_accepted")]
         lines.append(f"| {group} | " + " | ".join(map(str, cells)) + " |")
     accepted = [r["file"] for r in rows if r["set"] == "nonskin" and not r["abstained"]]

@@ -234,8 +234,8 @@ def render(run_dir: Path, cfg_run: DictConfig, files: dict, external_name: str, 
         "- For ML researchers comparing methods on MSID, and for clinicians-in-training learning how such a "
         "classifier succeeds and fails (confusion matrices, calibration, intervals).",
         "- Out of scope: any decision about a person; images other than photos of skin (dermoscopy, "
-        "microscopy, histology); conditions outside the four classes, since every image is forced into "
-        "one of them.",
+        "microscopy, histology); conditions outside the four classes: the other-rash gate turns part of "
+        "them away (figures below), not all, and what passes is answered as one of the four.",
         "",
         "## Data",
         "",
@@ -255,6 +255,11 @@ def render(run_dir: Path, cfg_run: DictConfig, files: dict, external_name: str, 
         "## Prediction sets and abstention",
         "",
         *card_lines(m, (files["cv"] or {}).get("oof"), files["external"], files["abstention"]),
+        *(
+            [figures(linked, ("other-rash trade-off", "eval/other_tradeoff.png")), ""]
+            if files["abstention"]
+            else []
+        ),
         "## Limits",
         "",
         "- **Skin tones:** MSID records no skin type; performance across skin tones is unmeasured and "

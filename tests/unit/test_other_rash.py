@@ -25,31 +25,30 @@ def model() -> SkinLesionClassifier:
 
 
 def outputs(model: SkinLesionClassifier, n: int, shift: float, seed: int, labels: int = 4) -> dict:
-    """Shaped like ``collect_outputs``: pooled features and taps around class centres, moved by ``shift``."""
+    """Shaped like ``collect_outputs``: taps around class centres, moved by ``shift``."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        fmap, taps, _ = InferenceGraph(model).features(torch.zeros(1, 3, 32, 32))
-    dims = [fmap.shape[1], *(t.shape[1] for t in taps)]
+        _, taps, _ = InferenceGraph(model).features(torch.zeros(1, 3, 32, 32))
     y = torch.arange(n) % labels
-    parts = [torch.eye(labels, d)[y] * 3 + shift + torch.randn(n, d, generator=g) for d in dims]
-    return {"features": parts[0], "taps": parts[1:], "targets": y, "logits": torch.zeros(n, 4)}
+    parts = [
+        torch.eye(labels, t.shape[1])[y] * 3 + shift + torch.randn(n, t.shape[1], generator=g) for t in taps
+    ]
+    return {"taps": parts, "targets": y, "logits": torch.zeros(n, 4)}
 
 
 def test_the_gate_turns_away_the_requested_share_of_in_class_photos_and_most_other_rashes(model):
     inside, outside = outputs(model, 400, 0.0, 0), outputs(model, 200, 0.8, 1, labels=2)
     val = outputs(model, 400, 0.0, 2)
     buffers, summary = fit_other_gate(model, inside, outside, val, reject=0.05)
-    val_scores = other_score(model, val["features"], val["taps"])
+    val_scores = other_score(model, val["taps"])
     assert (val_scores > summary["other/threshold"]).float().mean() == pytest.approx(0.05, abs=0.01)
     assert float(torch.quantile(val_scores, 0.5)) == pytest.approx(0.0, abs=1e-4)  # scaled on in-class val
     held_out = outputs(model, 200, 0.8, 3, labels=2)  # other rashes never fitted on
-    assert (
-        other_score(model, held_out["features"], held_out["taps"]) > summary["other/threshold"]
-    ).float().mean() > 0.9
+    assert (other_score(model, held_out["taps"]) > summary["other/threshold"]).float().mean() > 0.9
     assert thresholds_of(model).other_score == pytest.approx(summary["other/threshold"], rel=1e-5)
-    x = gate_features(held_out["features"], held_out["taps"])
+    x = gate_features(held_out["taps"])
     torch.testing.assert_close(
-        other_score(model, held_out["features"], held_out["taps"]),
+        other_score(model, held_out["taps"]),
         (x - buffers["other_centre"]) @ buffers["other_weight"] + buffers["other_bias"],
     )
 
@@ -60,8 +59,8 @@ def test_the_exported_graph_computes_the_same_score(model):
     x = torch.randn(3, 3, 32, 32)
     graph = InferenceGraph(model)
     with torch.no_grad():
-        fmap, taps, _ = graph.features(x)
-        torch.testing.assert_close(graph(x)[3], other_score(model, fmap.mean(dim=(2, 3)), taps))
+        _, taps, _ = graph.features(x)
+        torch.testing.assert_close(graph(x)[3], other_score(model, taps))
     fresh = SkinLesionClassifier(CLASSES, backbone="simple_cnn", pretrained=False).eval()
     with torch.no_grad():
         assert InferenceGraph(fresh)(x)[3].tolist() == [0.0] * 3  # not fitted: the gate is off

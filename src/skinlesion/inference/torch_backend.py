@@ -93,7 +93,7 @@ def gate_scores(model: SkinLesionClassifier, outputs: dict) -> dict[str, np.ndar
     taps = [t.to(device) for t in outputs["taps"]]
     return {
         "ood_score": ood_score(model, taps).cpu().numpy(),
-        "other_score": other_score(model, outputs["features"].to(device), taps).cpu().numpy(),
+        "other_score": other_score(model, taps).cpu().numpy(),
     }
 
 

@@ -40,7 +40,7 @@ class AbstainParams:
     ood_reject: float = 0.03
     confidence_reject: float = 0.0  # off: the prediction set says "unsure" with a stated coverage
     set_coverage: float = 0.90  # 0: no prediction sets (the top class alone)
-    other_reject: float = 0.05  # in-class val share the other-rash gate may turn away; 0: off
+    other_reject: float = 0.02  # in-class val share the other-rash gate may turn away; 0: off
 
     def __post_init__(self) -> None:
         for name in ("ood_reject", "confidence_reject", "other_reject"):

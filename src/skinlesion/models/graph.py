@@ -38,28 +38,25 @@ class InferenceGraph(nn.Module):
         m = self.model
         fmap, taps, logits = self.features(x)
         cam = torch.einsum("ck,nkhw->nchw", m.head[-1].weight.float(), fmap.float())
-        other = other_score(m, fmap.mean(dim=(2, 3)), taps)
+        other = other_score(m, taps)
         return m.probabilities(logits), ood_score(m, taps), cam, other
 
 
 @torch.no_grad()
 def collect_outputs(model: SkinLesionClassifier, loader) -> dict:
-    """Logits, pooled last feature map (``features``), pooled tapped-stage features and targets over
-    a loader, in eval mode, on the CPU."""
+    """Logits, pooled tapped-stage features and targets over a loader, in eval mode, on the CPU."""
     was_training = model.training
     graph = InferenceGraph(model)
     device = next(model.parameters()).device
-    logits, pooled, taps, targets = [], [], [], []
+    logits, taps, targets = [], [], []
     for x, y in loader:
-        fmap, tapped, out = graph.features(x.to(device))
+        _, tapped, out = graph.features(x.to(device))
         logits.append(out.float().cpu())
-        pooled.append(fmap.mean(dim=(2, 3)).float().cpu())
         taps.append([t.float().cpu() for t in tapped])
         targets.append(y)
     model.train(was_training)
     return {
         "logits": torch.cat(logits),
-        "features": torch.cat(pooled),
         "taps": [torch.cat(parts) for parts in zip(*taps, strict=True)],
         "targets": torch.cat(targets),
     }

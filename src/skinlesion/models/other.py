@@ -7,7 +7,9 @@ This gate learns what the four classes are not from photos of other rashes (the 
 of the training sources: Cowpox and HFMD in MSLD v2), a light form of outlier exposure (Hendrycks
 et al., 2019) that needs no retraining of the network:
 
-- features: the pooled last feature map and the pooled tapped stages of ``models.ood``;
+- features: the pooled tapped stages of ``models.ood`` (blocks 4-6 of EfficientNet-Lite0, 624
+  numbers), which describe what a photo looks like more generally than the last feature map,
+  bent toward the four classes, and are fewer for the photos there are (about 1 000 to fit on);
 - score: Fisher's linear discriminant between the in-class training photos (every source's, so
   that it learns the disease and not the collection) and the other-rash photos of the training
   patients, under the within-class covariance of all their classes (Ledoit-Wolf shrinkage):
@@ -47,24 +49,21 @@ def joined(*outputs: dict) -> dict:
     """Several ``collect_outputs`` results as one."""
     return {
         "logits": torch.cat([o["logits"] for o in outputs]),
-        "features": torch.cat([o["features"] for o in outputs]),
         "taps": [torch.cat(parts) for parts in zip(*(o["taps"] for o in outputs), strict=True)],
         "targets": torch.cat([o["targets"] for o in outputs]),
     }
 
 
-def gate_features(pooled: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The gate's input: the pooled last feature map beside the pooled tapped stages."""
-    return torch.cat([pooled.float(), *(t.float() for t in taps)], dim=1)
+def gate_features(taps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The gate's input: the pooled tapped stages of the out-of-distribution score, side by side."""
+    return torch.cat([t.float() for t in taps], dim=1)
 
 
-def other_score(
-    model: SkinLesionClassifier, pooled: torch.Tensor, taps: Sequence[torch.Tensor]
-) -> torch.Tensor:
+def other_score(model: SkinLesionClassifier, taps: Sequence[torch.Tensor]) -> torch.Tensor:
     """The other-rash score of each photo; 0 when the gate is not fitted."""
     if model.other_weight.numel() == 0:
-        return torch.zeros(pooled.shape[0], device=pooled.device)
-    return (gate_features(pooled, taps) - model.other_centre) @ model.other_weight + model.other_bias
+        return torch.zeros(taps[0].shape[0], device=taps[0].device)
+    return (gate_features(taps) - model.other_centre) @ model.other_weight + model.other_bias
 
 
 def _within_precision(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -84,13 +83,13 @@ def fit_other_gate(
     """Fit on ``collect_outputs`` of in-class train photos (``inside``, labels = classes), other-rash
     train photos (``outside``, labels = their own folders, numbered after the classes) and in-class
     validation photos; sets the model's buffers, returns (buffers, summary)."""
-    centre = gate_features(inside["features"], inside["taps"]).double().mean(0)  # float32 scores
-    x_in = gate_features(inside["features"], inside["taps"]).double() - centre  # stay exact
-    x_out = gate_features(outside["features"], outside["taps"]).double() - centre
+    centre = gate_features(inside["taps"]).double().mean(0)  # centred: float32 scores stay exact
+    x_in = gate_features(inside["taps"]).double() - centre
+    x_out = gate_features(outside["taps"]).double() - centre
     labels = torch.cat([inside["targets"], outside["targets"] + len(model.class_names)])
     precision = _within_precision(torch.cat([x_in, x_out]), labels)
     weight = precision @ (x_out.mean(0) - x_in.mean(0))
-    val = (gate_features(val_inside["features"], val_inside["taps"]).double() - centre) @ weight
+    val = (gate_features(val_inside["taps"]).double() - centre) @ weight
     q1, median, q3 = torch.quantile(val, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
     scale = float(q3 - q1) or 1.0
     weight, bias = weight / scale, -median / scale

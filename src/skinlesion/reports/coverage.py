@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import binomtest
 
+from skinlesion.reports.tradeoff import tradeoff_markdown
+
 CI_LEVEL = 0.95
 
 
@@ -141,6 +143,14 @@ def card_lines(test: dict, oof: dict | None, external: dict | None, rejection: d
             f"{group} {s['rejected']}/{s['n']} ({s['rejected_fraction']:.1%})" for group, s in sets.items()
         )
         lines += ["", f"Turned away by the gates (`make abstention`): {shares}."]
+        if rejection.get("tradeoff"):
+            lines += [
+                "",
+                "The other-rash gate's trade-off on held-out photos (best threshold within each in-class "
+                "budget; the deployed one is fitted on val):",
+                "",
+                *tradeoff_markdown(rejection["tradeoff"]),
+            ]
     else:
         lines += ["", "Rejection rates on non-skin images not measured: run `make abstention`."]
     return [*lines, ""]
