@@ -72,8 +72,8 @@ def model_description(model: SkinLesionClassifier, ckpt: Path, parity: dict, ops
             "ood_stages": len(model.ood_taps),
             "ood_scale": model.ood_scale.tolist(),
             "method": "multi-layer Mahalanobis (Lee et al. 2018) + calibrated confidence, fitted on val",
-            "other_rash": "Fisher discriminant of other-rash vs in-class photos on pooled features "
-            "(models/other.py); threshold: a quantile of the in-class val scores",
+            "other_rash": "Fisher discriminant of other-rash vs in-class photos on the pooled OOD "
+            "stages (models/other.py); threshold: a quantile of the in-class val scores",
             "other_rash_fitted": model.other_weight.numel() > 0,
         },
         "prediction_sets": {
