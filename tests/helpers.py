@@ -61,13 +61,16 @@ def synthetic_image(colour: tuple[int, int, int], seed: int, size: int = 40) -> 
     return Image.fromarray(arr.astype(np.uint8))
 
 
-def make_class_folders(root: Path, per_class: int = 10, size: int = 40, classes=CLASSES) -> Path:
+def make_class_folders(
+    root: Path, per_class: int = 10, size: int = 40, classes=CLASSES, first_seed: int = 0
+) -> Path:
+    """``per_class`` images per class folder; another ``first_seed`` draws other images (not copies)."""
     for ci, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)
         for k in range(per_class):
-            synthetic_image(COLOURS.get(name, (128, 128, 128)), seed=1000 * ci + k, size=size).save(
-                root / name / f"{name.lower()}{k}.png"
-            )
+            synthetic_image(
+                COLOURS.get(name, (128, 128, 128)), seed=first_seed + 1000 * ci + k, size=size
+            ).save(root / name / f"{name.lower()}{k}.png")
     return root
 
 

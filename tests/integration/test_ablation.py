@@ -9,7 +9,10 @@ from tests.helpers import FAST, make_class_folders, run_cli
 
 @pytest.mark.integration
 def test_ablation_trains_each_variant_once_and_tabulates(tmp_path, synthetic_root):
-    external = make_class_folders(tmp_path / "external", per_class=3, classes=["Chickenpox", "Normal"])
+    # photos the variants never trained on (the same seeds would be copies, left out of the score)
+    external = make_class_folders(
+        tmp_path / "external", per_class=3, classes=["Chickenpox", "Normal"], first_seed=500
+    )
     out = tmp_path / "outputs" / "ablation"  # where conf/ablation.yaml puts it: inside outputs/
     main_run = tmp_path / "outputs" / "main-run"  # what make train left; make evaluate scores it
     main_run.mkdir(parents=True)

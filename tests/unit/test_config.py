@@ -82,3 +82,18 @@ def test_cpu_trainer_instantiates(compose_cfg):
     cfg = compose_cfg("trainer=cpu", "logger=csv")
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
     assert trainer.accelerator.__class__.__name__ == "CPUAccelerator"
+
+
+def test_configs_may_only_name_trusted_targets(monkeypatch):
+    """A config cannot make the commands call arbitrary code; the user can trust more from the shell."""
+    import hydra.utils
+
+    from skinlesion.core.task import TRUSTED_TARGETS_ENV, execution_whitelist
+
+    evil = {"_target_": "subprocess.check_output", "args": ["true"]}
+    with hydra.utils.execution_whitelist(execution_whitelist()), pytest.raises(Exception, match="whitelist"):
+        hydra.utils.instantiate(evil)
+    monkeypatch.setenv(TRUSTED_TARGETS_ENV, "collections.OrderedDict, tests.*")
+    assert {"collections.OrderedDict", "tests.*"} <= set(execution_whitelist())
+    with hydra.utils.execution_whitelist(execution_whitelist()):
+        assert hydra.utils.instantiate({"_target_": "collections.OrderedDict"}) == {}

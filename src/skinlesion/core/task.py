@@ -111,6 +111,15 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
 # list, and 1.5 refuses it): the project's classes, optimizers and schedulers, Lightning's callbacks
 # and loggers, Optuna's samplers and pruners, and the handlers of Hydra's job logging.
 EXECUTION_WHITELIST = ("skinlesion.*", "torch.optim.*", "lightning.pytorch.*", "optuna.*", "logging.*")
+# Your own callbacks or models: SKINLESION_TRUSTED_TARGETS="mypkg.*,other.Cls" (set by you, never by a
+# config file, which is what the whitelist guards against).
+TRUSTED_TARGETS_ENV = "SKINLESION_TRUSTED_TARGETS"
+
+
+def execution_whitelist() -> tuple[str, ...]:
+    """The project's whitelist plus the targets the user trusts in ``$SKINLESION_TRUSTED_TARGETS``."""
+    extra = os.environ.get(TRUSTED_TARGETS_ENV, "")
+    return EXECUTION_WHITELIST + tuple(t.strip() for t in extra.split(",") if t.strip())
 
 
 def command(task: Callable[[DictConfig], T], config_name: str) -> Callable[[], T]:
@@ -126,5 +135,5 @@ def command(task: Callable[[DictConfig], T], config_name: str) -> Callable[[], T
     main.__module__ = f"skinlesion.{config_name}"  # Hydra names the job (and its log file) after it
     main.__doc__ = task.__doc__
     return hydra.main(
-        config_path=str(CONF_DIR), config_name=config_name, execution_whitelist=EXECUTION_WHITELIST
+        config_path=str(CONF_DIR), config_name=config_name, execution_whitelist=execution_whitelist()
     )(main)
