@@ -107,20 +107,25 @@ def decide(
 ) -> Decision:
     """Apply the gates to one image's outputs, then form its prediction set."""
     t = thresholds
-    if t.ood_score is not None and ood_score > t.ood_score:
-        return Decision(
-            True,
+    gates = (  # (reason, score, its threshold, what the photo is, the score's name)
+        (
             "out_of_distribution",
-            f"{NOT_A_LESION}: the photo is unlike the lesion photos the model was trained on "
-            f"(out-of-distribution score {ood_score:.2f} > {t.ood_score:.2f})",
-        )
-    if t.other_score is not None and other_score > t.other_score:
-        return Decision(
-            True,
+            ood_score,
+            t.ood_score,
+            f"{NOT_A_LESION}: the photo is unlike the lesion photos the model was trained on",
+            "out-of-distribution score",
+        ),
+        (
             "other_condition",
-            f"{NOT_KNOWN} ({in_words(class_names)}): the photo looks more like another rash "
-            f"(other-rash score {other_score:.2f} > {t.other_score:.2f})",
-        )
+            other_score,
+            t.other_score,
+            f"{NOT_KNOWN} ({in_words(class_names)}): the photo looks more like another rash",
+            "other-rash score",
+        ),
+    )
+    for reason, score, limit, what, name in gates:
+        if limit is not None and score > limit:
+            return Decision(True, reason, f"{what} ({name} {score:.2f} > {limit:.2f})")
     top = max(range(len(probs)), key=lambda i: probs[i])
     if t.confidence is not None and probs[top] < t.confidence:
         return Decision(
