@@ -22,7 +22,6 @@ from tests.helpers import (
     compose_task,
     evil_checkpoint,
     make_class_folders,
-    synthetic_image,  # noqa: F401  # e2e/test_api.py imports it from here until it imports tests.helpers
 )
 
 

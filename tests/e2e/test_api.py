@@ -13,7 +13,7 @@ from PIL import Image
 from skinlesion.inference.onnx_export import sha256_file
 from skinlesion.serve.loadtest import bomb_png, corrupt_png, encoded
 from skinlesion.serve.process import running_server
-from tests.conftest import CLASSES, synthetic_image
+from tests.helpers import CLASSES, synthetic_image
 
 LIMIT_MB = 3
 
