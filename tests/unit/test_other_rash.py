@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from skinlesion.core.errors import DataError
 from skinlesion.inference.decision import NOT_KNOWN, Thresholds, decide
-from skinlesion.inference.other_rash import other_rash_sets
+from skinlesion.inference.other_rash import other_datamodule, other_rash_sets
 from skinlesion.inference.torch_backend import thresholds_of
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.models.graph import InferenceGraph
 from skinlesion.models.other import fit_other_gate, gate_features, other_score
 from skinlesion.reports.tradeoff import best_under, scores, tradeoff
+from tests.helpers import compose_task, make_class_folders
 
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
 
@@ -123,3 +125,14 @@ def test_the_tradeoff_curve_moves_from_nothing_to_everything():
     i = best_under(gate, 0.05)
     assert gate["inside"][i] <= 0.05 and gate["other"][i] > 0.8
     assert curves["ood_only"]["other"][0] == 0.0  # the OOD score alone does not see these rashes
+
+
+def test_missing_other_rash_data_says_how_to_go_on_without_the_gate(tmp_path, model):
+    """A user with MSID alone (no MSLD v2) gets one message naming the path and the way out."""
+    cfg = compose_task("calibrate", [f"paths.prepared_dir={tmp_path / 'prepared'}"])
+    cfg.other_data.sources.msid.path = str(make_class_folders(tmp_path / "msid", per_class=2))
+    cfg.other_data.sources.msld_v2.path = str(tmp_path / "no_msld_v2")
+    own = SimpleNamespace(manifest_rows=[{"label": "Normal"}])  # MSID-only: no other rashes of its own
+    with pytest.raises(DataError) as caught:
+        other_datamodule(cfg.other_data, own, model)
+    assert "no_msld_v2" in str(caught.value) and "data@other_data=msid" in str(caught.value)

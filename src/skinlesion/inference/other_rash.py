@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from skinlesion.core.errors import DataError
 from skinlesion.data.datamodule import ImageListDataset, SkinLesionDataModule
 from skinlesion.data.transforms import eval_transforms
 from skinlesion.models.classifier import SkinLesionClassifier
@@ -83,7 +84,13 @@ def other_datamodule(
     dm = hydra.utils.instantiate(
         data_cfg, image_size=pre["image_size"], mean=pre["mean"], std=pre["std"], _convert_="all"
     )
-    dm.prepare_data()
+    try:
+        dm.prepare_data()
+    except DataError as e:  # e.g. MSLD v2 absent: say how to go on without the gate
+        raise DataError(
+            f"the other-rash gate needs other_data (default data=multisource): {e}. "
+            "Without that data, pass data@other_data=msid (the gate then stays off)."
+        ) from e
     dm.setup("test")
     return dm
 
