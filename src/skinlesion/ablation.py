@@ -8,18 +8,15 @@ Choose by the validation column: the test split is reported, never tuned on.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from skinlesion.core.artifacts import write_json
-from skinlesion.core.errors import SkinLesionError
 from skinlesion.core.task import command
+from skinlesion.training.runs import evaluate_once, train_once
 
 log = logging.getLogger(__name__)
 COLUMNS = {
@@ -31,37 +28,11 @@ COLUMNS = {
 }
 
 
-def run_module(module: str, *overrides: str) -> None:
-    cmd = [sys.executable, "-m", module, *overrides]
-    log.info("%s", " ".join(cmd))
-    done = subprocess.run(cmd, check=False)
-    if done.returncode != 0:
-        raise SkinLesionError(f"ablation step failed ({done.returncode}): {' '.join(cmd)}")
-
-
 def run_variant(cfg: DictConfig, name: str, overrides: list[str], seed: int) -> dict:
     run_dir = Path(cfg.output_dir) / name / f"seed{seed}"
-    if not (run_dir / "metrics.json").is_file():
-        run_module(
-            "skinlesion.train",
-            *cfg.common,
-            *overrides,
-            f"seed={seed}",
-            "link_latest=false",  # outputs/latest stays on the default run (make evaluate, model card)
-            f"hydra.run.dir={run_dir}",
-            f"paths.output_root={cfg.paths.output_root}",
-        )
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    external = run_dir / "eval-external" / "metrics.json"
-    if cfg.external and Path(cfg.external).is_dir() and not external.is_file():
-        run_module(
-            "skinlesion.evaluate",
-            f"ckpt_path={run_dir / 'checkpoints/best.ckpt'}",
-            f"folder={cfg.external}",
-            f"output_dir={external.parent}",
-        )
-    if external.is_file():
-        metrics |= json.loads(external.read_text())
+    metrics = train_once(run_dir, [*cfg.common, *overrides, f"seed={seed}"], cfg.paths.output_root)
+    if cfg.external and Path(cfg.external).is_dir():
+        metrics |= evaluate_once(run_dir, "external", f"folder={cfg.external}")
     return metrics
 
 
