@@ -28,6 +28,7 @@ from torchvision.transforms import v2
 
 from skinlesion.core.checkpoints import SafeLoading
 from skinlesion.models.backbones import get_backbone
+from skinlesion.models.colour import shades_of_gray
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 DEFAULT_REGULARIZER = {"_target_": "skinlesion.models.regularizers.WeightPenalty", "l1": 0.0, "l2": 0.0}
@@ -77,6 +78,7 @@ class SkinLesionClassifier(SafeLoading, L.LightningModule):
         cutmix_alpha: float = 0.0,
         tta: bool = False,
         data_manifest_sha256: str | None = None,
+        color_constancy: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -90,6 +92,10 @@ class SkinLesionClassifier(SafeLoading, L.LightningModule):
         self.batch_mix = batch_mixing(len(class_names), mixup_alpha, cutmix_alpha)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
+        # the backbone's normalisation, for colour constancy on the [0, 1] image (models/colour.py);
+        # not persistent: it follows from ``backbone``, and older checkpoints load without it
+        self.register_buffer("input_mean", torch.tensor(self.spec.mean), persistent=False)
+        self.register_buffer("input_std", torch.tensor(self.spec.std), persistent=False)
         # fitted on val after training (models/calibration.py); 1.0 = uncalibrated
         self.register_buffer("temperature", torch.ones(()))
         # abstention, fitted after training (models/abstention.py); these defaults never abstain.
@@ -177,8 +183,18 @@ class SkinLesionClassifier(SafeLoading, L.LightningModule):
         return self
 
     # -- forward and losses --------------------------------------------------------------------
+    def color_correct(self, x: torch.Tensor) -> torch.Tensor:
+        """Shades of Gray colour constancy with norm ``color_constancy`` (0: off) on a normalised
+        batch: the first step of every path into the backbone (``forward``, ``models.graph``)."""
+        p = float(self.hparams.color_constancy)
+        return shades_of_gray(x, self.input_mean, self.input_std, p) if p > 0 else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits; in eval mode with ``tta`` the mean of the logits of the image and its mirror."""
+        return self.logits(self.color_correct(x))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` after colour correction (training corrects each photo before mixing them)."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self.head(self.backbone(x))
@@ -200,10 +216,11 @@ class SkinLesionClassifier(SafeLoading, L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        x = self.color_correct(x)  # per photo: a CutMix collage has no single illuminant
         target = y
         if self.batch_mix is not None:
             x, target = self.batch_mix(x, y)  # soft targets
-        logits = self(x)
+        logits = self.logits(x)
         data_loss = self.data_loss(logits, target)
         penalty = self.penalty_term()
         loss = data_loss + penalty

@@ -28,6 +28,7 @@ class InferenceGraph(nn.Module):
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """(last feature map, pooled outputs of the tapped stages, logits); logits equal ``model(x)``."""
+        x = self.model.color_correct(x)  # the classifier's own first step (models/colour.py)
         if self.model.hparams.channels_last:  # as in the classifier's forward: the weights' layout
             x = x.contiguous(memory_format=torch.channels_last)
         with captured(self.model.ood_taps) as taps:
