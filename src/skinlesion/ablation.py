@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from skinlesion.core.artifacts import write_json
 from skinlesion.core.task import command
-from skinlesion.training.runs import evaluate_once, train_once
+from skinlesion.training.runs import best_checkpoint, evaluate_once, train_once
 
 log = logging.getLogger(__name__)
 COLUMNS = {
@@ -32,7 +32,9 @@ def run_variant(cfg: DictConfig, name: str, overrides: list[str], seed: int) -> 
     run_dir = Path(cfg.output_dir) / name / f"seed{seed}"
     metrics = train_once(run_dir, [*cfg.common, *overrides, f"seed={seed}"], cfg.paths.output_root)
     if cfg.external and Path(cfg.external).is_dir():
-        metrics |= evaluate_once(run_dir, "external", f"folder={cfg.external}")
+        metrics |= evaluate_once(
+            best_checkpoint(run_dir), run_dir / "eval-external", f"folder={cfg.external}"
+        )
     return metrics
 
 

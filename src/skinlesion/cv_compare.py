@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
-from scipy import stats
 
 from skinlesion.core.artifacts import write_json
 from skinlesion.core.errors import ConfigError, DataError
 from skinlesion.core.task import command
 from skinlesion.reports.metrics import accuracy_f1
+from skinlesion.reports.paired import paired_difference
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +83,6 @@ def check_same_folds(names: list[str], runs: list[dict[int, FoldPredictions]], r
                     f"fold {k} of {name} holds other images than fold {k} of {names[0]} "
                     "(another manifest, seed or n_folds): the runs cannot be compared fold by fold"
                 )
-
-
-def paired_difference(diffs: np.ndarray, n_val: float, n_train: float, level: float) -> dict[str, float]:
-    """Mean fold difference with its corrected resampled t interval (Nadeau & Bengio, 2003)."""
-    k = len(diffs)
-    mean = float(diffs.mean())
-    if k < 2:
-        return {"mean": mean, "min": mean, "max": mean, "low": float("nan"), "high": float("nan")}
-    se = float(np.sqrt((1 / k + n_val / n_train) * diffs.var(ddof=1)))
-    half = float(stats.t.ppf(0.5 + level / 2, k - 1)) * se
-    return {
-        "mean": mean,
-        "min": float(diffs.min()),
-        "max": float(diffs.max()),
-        "low": mean - half,
-        "high": mean + half,
-    }
 
 
 def sample_sd(values: np.ndarray) -> float:

@@ -116,3 +116,52 @@ def test_train_on_two_sources_scores_each_and_drops_the_external_copies(slices):
     assert metrics["folder/n_duplicates_of_training_data"] == 5
     assert metrics["folder/n"] == len(EXTERNAL_OTHERS)
     assert "left out 5 files" in done.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_leave_one_source_out_tables_arms_and_resumes(slices):
+    """make lodo on the slices: the held-out source is the whole test split and never trains, an
+    evaluation arm and an ensemble run no training, and a second run trains nothing again."""
+    base = slices["base"]
+    out = base / "outputs/lodo"
+    sources = ["data=multisource", *(f"data.sources.{s}.path={slices[s]}" for s in ("msid", "msld_v2"))]
+    args = (
+        "skinlesion.lodo",
+        f"output_dir={out}",
+        f"paths.output_root={base / 'outputs'}",
+        f"external={slices['external']}",
+        "holdouts=[msld_v2]",
+        "seeds=[1,2]",
+        "common=[" + ",".join(f"'{o}'" for o in [*sources, *FAST]) + "]",
+        "~arms",  # replaced, not merged into conf/lodo.yaml's
+        "+arms={baseline: {train: []}, no_smoothing: {train: ['model.label_smoothing=0.0']},"
+        " rescored: {of: baseline, evaluate: ['batch_size=5']},"
+        " ensemble: {members: [baseline, no_smoothing]}}",
+    )
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = out / "baseline/msld_v2/seed1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["holdout"]["source"] == "msld_v2"
+    with open(run / "eval/predictions.csv", newline="") as fh:
+        assert {r["path"].split("/")[0] for r in csv.DictReader(fh)} == {"msld_v2"}
+    assert metrics["holdout"]["test"] == metrics["test/n"]
+    assert metrics["holdout"]["seen_elsewhere"] >= 1  # MSL_19_01 is a crop of an MSID photo
+    result = json.loads((out / "lodo.json").read_text())
+    cells = result["arms"]
+    assert set(cells) == {"baseline", "no_smoothing", "rescored", "ensemble"}
+    assert not (out / "rescored/msld_v2/seed1/checkpoints").exists()  # evaluation only
+    same = cells["rescored"]["msld_v2"]["heldout"]["vs_baseline"]
+    assert same["by_seed"] == [0.0, 0.0] and same["verdict"] == "noise"  # batch size changes nothing
+    for arm in cells.values():
+        for target in ("heldout", "external"):
+            s = arm["msld_v2"][target]["summary"]
+            assert 0 <= s["acc_ci"][0] <= s["acc"] <= s["acc_ci"][1] <= 1
+    assert cells["baseline"]["msld_v2"]["external"]["summary"]["n"] == len(EXTERNAL_OTHERS)
+    assert "## On the external folder" in (out / "lodo.md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.ckpt")}
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.ckpt")} == stamps
+    assert json.loads((out / "lodo.json").read_text())["arms"] == cells

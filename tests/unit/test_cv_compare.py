@@ -9,7 +9,8 @@ import pytest
 from scipy import stats
 
 from skinlesion.core.errors import ConfigError, DataError
-from skinlesion.cv_compare import compare, paired_difference
+from skinlesion.cv_compare import compare
+from skinlesion.reports.paired import paired_difference
 
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
 

@@ -328,3 +328,27 @@ def test_per_source_metrics_score_each_source_beside_the_pooled_figures():
     md = sources_markdown(m | {"test/ci_level": 0.95}, CLASSES, "test")
     assert "| b | 4 | 0.500" in md and "## Per source" in md
     assert sources_markdown({}, CLASSES, "test") == ""
+
+
+def test_holdout_makes_the_held_out_source_the_whole_test_split():
+    from skinlesion.data.sources import holdout_rows
+
+    def row(source, path, label, group, split):
+        return {"source": source, "path": path, "label": label, "group": group, "split": split}
+
+    rows = [
+        row("a", "1.png", "Measles", "g1", "train"),
+        row("a", "2.png", "Normal", "g2", "test"),
+        row("b", "3.jpg", "Measles", "g1", "val"),  # a crop of a's training photo: seen
+        row("b", "4.jpg", "Normal", "g3", "train"),
+        row("b", "5.jpg", "Cowpox", "g4", "test"),  # outside the classes
+        row("b", "6.jpg", "Normal", "g2", "test"),  # twin of a's *test* photo: never trained, kept
+    ]
+    out, counts = holdout_rows(rows, "b", ["Measles", "Normal"])
+    assert [r["split"] for r in out] == ["train", "excluded", "excluded", "test", "excluded", "test"]
+    assert counts == {"test": 2, "seen_elsewhere": 1, "outside_classes": 1}
+    assert rows[3]["split"] == "train"  # the manifest's rows are not modified
+    with pytest.raises(ConfigError, match="'c' is not a source"):
+        holdout_rows(rows, "c", ["Measles", "Normal"])
+    with pytest.raises(DataError, match="leaves no test photo"):
+        holdout_rows(rows[:3], "b", ["Measles", "Normal"])

@@ -25,7 +25,7 @@ from skinlesion.data.images import load_image, printable
 from skinlesion.data.manifest import PrepareParams, ensure_prepared, read_manifest
 from skinlesion.data.manifest import prepared_dir as prepared_dir_for
 from skinlesion.data.scan import iter_class_files
-from skinlesion.data.sources import common_root, move_sources
+from skinlesion.data.sources import common_root, holdout_rows, move_sources
 from skinlesion.data.splits import fold_rows
 from skinlesion.data.transforms import AugmentParams, eval_transforms, train_transforms
 
@@ -150,6 +150,8 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
 
     ``prepare_data`` runs the preparation when the manifest is missing or the data changed, so
     ``python -m skinlesion.train`` works on its own; ``make train`` runs it explicitly first.
+    With ``holdout=<source>`` (leave one source out) that source is the whole test split and
+    never trains (:func:`skinlesion.data.sources.holdout_rows`).
     With ``fold=k`` the manifest's train + val rows are re-split into ``n_folds`` grouped,
     stratified folds (``prepare.fold_rows``) and fold k is val; test stays as it is.
 
@@ -182,10 +184,13 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
         n_folds: int = 5,
         sources: dict | Sequence[dict] | None = None,
         crop_duplicates: dict | None = None,
+        holdout: str | None = None,
     ) -> None:
         super().__init__()
         if balance not in BALANCE_MODES:
             raise DataError(f"data.balance must be one of {BALANCE_MODES}, got {balance!r}")
+        if holdout and not sources:
+            raise DataError(f"data.holdout={holdout!r} needs several sources (data=multisource)")
         self.save_hyperparameters(logger=False)
         self.params = PrepareParams.from_config(
             class_names, split, near_duplicates, conflicts, sources, crop_duplicates
@@ -201,6 +206,7 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
         )
         self.class_names: list[str] = list(class_names) if class_names else []
         self.datasets: dict[str, ImageListDataset] = {}
+        self.holdout_counts: dict[str, int] | None = None  # with ``holdout``: what became of its photos
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare_data(self, force: bool = False) -> dict:
@@ -226,6 +232,8 @@ class SkinLesionDataModule(SafeLoading, L.LightningDataModule):
         if self.datasets:
             return
         rows = read_manifest(self.manifest_path)
+        if self.hparams.holdout:
+            rows, self.holdout_counts = holdout_rows(rows, self.hparams.holdout, self.report["class_names"])
         if self.hparams.fold is not None:
             rows = fold_rows(rows, self.hparams.fold, self.hparams.n_folds, self.params.split.seed)
         self.class_names = list(self.report["class_names"])

@@ -198,3 +198,37 @@ def patient_links(records: Sequence[ImageRecord], sources: Sequence[Source]) -> 
             links += list(itertools.pairwise(ids))
         matched[s.name] = {"files": n, "unmatched": len(mine) - n, "patients": len(members)}
     return links, matched
+
+
+def holdout_rows(
+    rows: list[dict[str, str]], holdout: str, class_names: Sequence[str]
+) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """Leave one source out: the manifest as a run that never sees ``holdout`` should use it.
+
+    Every in-class photo of the held-out source is test, except those whose group (a duplicate,
+    a crop, a patient) also holds a train or val photo of another source: the model has seen
+    them, so they are excluded and counted. The other sources keep their train and val rows;
+    their own test rows are excluded, so that the test split is the unseen source alone. The
+    held-out source's rashes outside the classes are excluded too (nothing may be fitted on them).
+    """
+    names = {r.get("source", "") for r in rows}
+    if holdout not in names:
+        raise ConfigError(f"data.holdout={holdout!r} is not a source of this data; sources: {sorted(names)}")
+    seen = {r["group"] for r in rows if r.get("source") != holdout and r["split"] in ("train", "val")}
+    out, counts = [], {"test": 0, "seen_elsewhere": 0, "outside_classes": 0}
+    for r in rows:
+        split = r["split"]
+        if r.get("source") == holdout:
+            reason = (
+                "outside_classes"
+                if r["label"] not in class_names
+                else ("seen_elsewhere" if r["group"] in seen else "test")
+            )
+            counts[reason] += 1
+            split = "test" if reason == "test" else "excluded"
+        elif split == "test":
+            split = "excluded"
+        out.append(r | {"split": split})
+    if not counts["test"]:
+        raise DataError(f"data.holdout={holdout!r} leaves no test photo: another source holds every one")
+    return out, counts

@@ -125,9 +125,13 @@ def write_evaluation(
     )
     with open(out_dir / "predictions.csv", "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["path", "true", "pred", *[f"p_{c}" for c in class_names]])
-        for (path, _), t, p, row in zip(dataset.items, targets, preds, probs, strict=True):
-            w.writerow([path, class_names[t], class_names[p], *[f"{v:.6f}" for v in row]])
+        # group (the resampling unit) and abstained, when known, for paired re-analysis (lodo)
+        extra = {"group": dataset.groups, "abstained": None if abstained is None else abstained.tolist()}
+        extra = {k: v for k, v in extra.items() if v is not None}
+        w.writerow(["path", "true", "pred", *[f"p_{c}" for c in class_names], *extra])
+        for i, ((path, _), t, p, row) in enumerate(zip(dataset.items, targets, preds, probs, strict=True)):
+            tail = [int(v[i]) if isinstance(v[i], bool) else v[i] for v in extra.values()]
+            w.writerow([path, class_names[t], class_names[p], *[f"{v:.6f}" for v in row], *tail])
     if csv_log is not None:
         plot_training_curves(csv_log, out_dir / "training_curves.png")
     return metrics

@@ -183,6 +183,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), *, main_p
         "data_manifest_sha256": report["manifest_sha256"],
         "world_size": trainer.world_size,  # processes that fitted (DDP ranks)
     }
+    if dm.holdout_counts is not None:  # leave-one-source-out: what became of the held-out photos
+        summary["holdout"] = {"source": dm.hparams.holdout, **dm.holdout_counts}
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if best:
         load_weights(model, Path(best))  # test the weights that were checkpointed, EMA or not

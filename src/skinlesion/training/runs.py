@@ -43,14 +43,13 @@ def train_once(run_dir: Path, overrides: Sequence[str], output_root: str | Path)
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def evaluate_once(run_dir: Path, name: str, *overrides: str) -> dict:
-    """Score ``run_dir``'s best checkpoint into ``<run_dir>/eval-<name>/`` unless done; its metrics."""
-    out = Path(run_dir) / f"eval-{name}"
+def best_checkpoint(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "best.ckpt"
+
+
+def evaluate_once(ckpt: Path, out: Path, *overrides: str) -> dict:
+    """Score checkpoint ``ckpt`` into ``out`` (``output_dir``) unless done; its ``metrics.json``."""
+    out = Path(out)
     if not (out / "metrics.json").is_file():
-        run_module(
-            "skinlesion.evaluate",
-            f"ckpt_path={Path(run_dir) / 'checkpoints' / 'best.ckpt'}",
-            f"output_dir={out}",
-            *overrides,
-        )
+        run_module("skinlesion.evaluate", f"ckpt_path={ckpt}", f"output_dir={out}", *overrides)
     return json.loads((out / "metrics.json").read_text())
