@@ -13,7 +13,10 @@ of three perceptual hashes (pHash, dHash, wHash) within their thresholds; with
 ``crop_duplicates.enabled`` crops are found by verified SIFT matches (:mod:`skinlesion.data.crops`),
 across sources by default. A source's ``group_pattern`` joins a patient's images. All of these are
 joined into groups with a union-find, a group never straddles two splits, and a group carrying two
-labels (label noise, also across sources) is kept out of val and test.
+labels (label noise, also across sources) is kept out of val and test. With
+``data.split.grouped: false`` (the published papers' protocol, for ``make leakage-audit``) files are
+split one by one: the ``group`` column still names each file's duplicate group, but groups may
+straddle the splits and label conflicts are not kept out.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import hashlib
 import io
 import json
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,10 +35,10 @@ from skinlesion.core.artifacts import atomic_write_bytes
 from skinlesion.core.errors import DataError
 from skinlesion.data.crops import CropParams, FeatureCache, Item, crop_pairs
 from skinlesion.data.duplicates import NearDuplicateParams, find_duplicate_pairs, group_records, merge_pairs
-from skinlesion.data.overview import build_report, render_markdown
+from skinlesion.data.overview import ALL_SPLITS, build_report, render_markdown
 from skinlesion.data.scan import ImageRecord, fingerprint, scan
 from skinlesion.data.sources import Source, patient_links, resolve_sources, scan_source
-from skinlesion.data.splits import SplitParams, assign_splits
+from skinlesion.data.splits import SplitParams, file_splits
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,8 @@ class PrepareParams:
         sp = SplitParams(**(split or {}))
         if min(sp.train, sp.val, sp.test) < 0 or abs(sp.train + sp.val + sp.test - 1.0) > 1e-6:
             raise DataError(f"data.split fractions must be >= 0 and sum to 1, got {asdict(sp)}")
+        if not isinstance(sp.grouped, bool):
+            raise DataError(f"data.split.grouped must be true or false, got {sp.grouped!r}")
         return cls(
             class_names=tuple(class_names) if class_names else None,
             split=sp,
@@ -77,8 +83,10 @@ class PrepareParams:
 
     def as_dict(self) -> dict:
         """The parameters as JSON-ready data; the newer fields only when set, so that a single root's
-        key (its prepared folder) is the one it had before sources existed."""
+        key (its prepared folder) is the one it had before sources (or ``split.grouped``) existed."""
         d = json.loads(json.dumps(asdict(self)))
+        if self.split.grouped:
+            del d["split"]["grouped"]
         if not self.sources:
             del d["sources"]
         if self.crops == CropParams():
@@ -90,14 +98,39 @@ class PrepareParams:
 
 
 def manifest_bytes(
-    records: list[ImageRecord], groups: list[str], mapping: dict[str, str], with_source: bool = False
+    records: list[ImageRecord], groups: list[str], splits: list[str], with_source: bool = False
 ) -> bytes:
+    """The manifest CSV: one row per file (its group and its split), sorted by file."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(SOURCE_COLUMNS if with_source else MANIFEST_COLUMNS)
-    for r, g in sorted(zip(records, groups, strict=True), key=lambda rg: rg[0].ident):
-        w.writerow([r.path, r.sha256, r.label, g, mapping[g], *([r.source] if with_source else [])])
+    for r, g, s in sorted(zip(records, groups, splits, strict=True), key=lambda rgs: rgs[0].ident):
+        w.writerow([r.path, r.sha256, r.label, g, s, *([r.source] if with_source else [])])
     return buf.getvalue().encode()
+
+
+def groups_across_splits(
+    records: list[ImageRecord], groups: list[str], splits: list[str], pairs: list[dict]
+) -> list[dict]:
+    """The report's duplicate groups when files were split one by one: each with every split its
+    members landed in (``train+test``: a test image has a twin in train)."""
+    members: dict[str, list[tuple[ImageRecord, str]]] = defaultdict(list)
+    for r, g, s in zip(records, groups, splits, strict=True):
+        members[g].append((r, s))
+    group_of = {r.ident: g for r, g in zip(records, groups, strict=True)}
+    pairs_of: dict[str, list[dict]] = defaultdict(list)
+    for p in pairs:
+        pairs_of[group_of[p["a"]]].append(p)
+    return [
+        {
+            "group": g,
+            "split": "+".join(s for s in ALL_SPLITS if any(landed == s for _, landed in members[g])),
+            "members": sorted(r.ident for r, _ in members[g]),
+            "labels": sorted({r.label for r, _ in members[g]}),
+            "pairs": pairs_of[g],
+        }
+        for g in sorted(pairs_of)
+    ]
 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
@@ -191,9 +224,13 @@ def prepare(root: Path, out_dir: Path, params: PrepareParams) -> dict:
     groups = group_records(records, pairs, links)
     by_source = [r.source for r in records] if len(params.sources) > 1 else None
     labels = [r.label for r in records]
-    mapping, conflicts = assign_splits(labels, groups, params.split, params.conflicts, by_source)
-    manifest = manifest_bytes(records, groups, mapping, with_source=bool(params.sources))
-    report = build_report(records, groups, mapping, conflicts, pairs, names)
+    idents = [r.ident for r in records]
+    splits, conflicts = file_splits(labels, groups, idents, params.split, params.conflicts, by_source)
+    manifest = manifest_bytes(records, groups, splits, with_source=bool(params.sources))
+    units = groups if params.split.grouped else idents
+    report = build_report(records, units, dict(zip(units, splits, strict=True)), conflicts, pairs, names)
+    if not params.split.grouped:
+        report["duplicate_groups"] = groups_across_splits(records, groups, splits, pairs)
     report = {
         "root": str(root.resolve()),
         "class_names": names,

@@ -1,6 +1,9 @@
 """Splits and folds by group: a duplicate group (or a patient) never straddles train, val and test,
 or two folds, and the split of a file depends only on its group, its label, its source and the seed.
-With several sources every (class, source) stratum is split by the fractions on its own."""
+With several sources every (class, source) stratum is split by the fractions on its own.
+
+``data.split.grouped: false`` splits file by file instead, as the published MSID papers did, so that
+``make leakage-audit`` can score the project on their terms; folds stay grouped either way."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ class SplitParams:
     val: float = 0.1
     test: float = 0.1
     seed: int = 42
+    grouped: bool = True  # False: every file is its own unit, duplicates may straddle the splits
 
 
 def allocate_groups(
@@ -82,6 +86,22 @@ def assign_splits(
     for g in conflicts:
         mapping[g] = "train" if on_conflict == "train" else "excluded"
     return mapping, conflicts
+
+
+def file_splits(
+    labels_of: Sequence[str],
+    groups: Sequence[str],
+    idents: Sequence[str],
+    split: SplitParams,
+    on_conflict: str,
+    sources_of: Sequence[str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Each file's split and the label-conflict groups: by :func:`assign_splits` over the duplicate
+    ``groups``, or, with ``split.grouped`` false, over the files themselves (``idents``, unique), so
+    that a group's members are split like any other files and no group counts as a conflict."""
+    units = list(groups) if split.grouped else list(idents)
+    mapping, conflicts = assign_splits(labels_of, units, split, on_conflict, sources_of)
+    return [mapping[u] for u in units], conflicts
 
 
 def members_by_group(groups: Sequence[str], values: Sequence[str] | None) -> dict[str, list[str]] | None:
