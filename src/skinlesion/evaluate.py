@@ -9,6 +9,10 @@ checkpoint, so every run directory carries the same artefacts in ``<run>/eval/``
 
 A folder's files that duplicate (or crop) a file of the checkpoint's own data are left out of its
 score; ``excluded.json`` names them with the evidence, ``metrics.json`` counts them.
+
+``adapt_bn=true`` first re-estimates each model's batch-norm statistics on the images being scored
+(test-time adaptation to their source, labels unused: :mod:`skinlesion.models.bn_adapt`);
+``metrics.json`` records whether it did.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from skinlesion.inference.loading import (
     test_predictions,
 )
 from skinlesion.inference.torch_backend import abstention_mask, prediction_sets
+from skinlesion.models.bn_adapt import adapt_batchnorm
 from skinlesion.reports.evaluation import summary_line, write_evaluation
 from skinlesion.reports.metrics import (
     Bootstrap,
@@ -67,6 +72,12 @@ def training_duplicates(
 def twin_entry(path: str, twin: dict) -> dict:
     reason = f"duplicate of the checkpoint's data: {twin['twin']} ({twin['split']} split; {twin['evidence']})"
     return {"path": path, "reason": reason}
+
+
+def adaptation_device(accelerator: str) -> torch.device:
+    """Where the adaptation pass runs: the GPU when the test loop will use one, else the CPU."""
+    wants_gpu = accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -102,12 +113,19 @@ def evaluate(cfg: DictConfig) -> dict:
         )
     if len(dataset) == 0:
         raise DataError(f"nothing to evaluate: no readable images in {cfg.folder or cfg.split}")
+    adapt_bn = bool(cfg.get("adapt_bn", False))
+    suffix = "-adapt_bn" if adapt_bn else ""  # never over the run's own (unadapted) evaluation
     if members:  # beside the members' runs (a CV directory): ensemble-eval[-<split or folder>]
         default_out = run_dir.parent / ("ensemble-eval" if name == "test" else f"ensemble-eval-{name}")
     else:
         default_out = run_dir / ("eval" if name == "test" else f"eval-{name}")
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else default_out
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else default_out.with_name(default_out.name + suffix)
     csv_log = run_dir / "csv" / "metrics.csv"
+    if adapt_bn:  # each member on the images as it sees them; the labels are not used
+        device = adaptation_device(cfg.accelerator)
+        for m in models:
+            loader = DataLoader(as_model_sees(dataset, m), batch_size=cfg.batch_size)
+            adapt_batchnorm(m, loader, device)
     # an ensemble outputs the mean of its members' calibrated probabilities (each with its TTA)
     runs = [test_predictions(m, as_model_sees(dataset, m), cfg.batch_size, cfg.accelerator) for m in models]
     probs, targets = np.mean([p for p, _ in runs], axis=0), runs[0][1]
@@ -132,6 +150,7 @@ def evaluate(cfg: DictConfig) -> dict:
         ece_bins=cfg.ece_bins,
         **extra,
     )
+    metrics[f"{prefix}/adapt_bn"] = adapt_bn
     if members:
         metrics[f"{prefix}/ensemble_members"] = [str(c) for c in members]
     if cfg.folder:
@@ -143,8 +162,7 @@ def evaluate(cfg: DictConfig) -> dict:
             f"left out {len(twins)} files of {cfg.folder} that duplicate the checkpoint's own data "
             f"(listed in {out_dir / 'excluded.json'})"
         )
-    if members or cfg.folder:
-        write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "metrics.json", metrics)  # write_evaluation's, with the keys added here
     if excluded:
         write_json(out_dir / "excluded.json", excluded)
         log.warning("%d files left out (listed in %s)", len(excluded), out_dir / "excluded.json")
