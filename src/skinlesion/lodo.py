@@ -4,7 +4,7 @@ For each arm of the config, each held-out source and each seed: train on the oth
 ``data.holdout=<source>`` (the held-out source is the run's test split), and score the external
 folder. Arms that evaluate another arm's checkpoints differently (``adapt_bn=true``) or average
 other arms (an ensemble) run no training. Runs and evaluations already done are skipped, so an
-interrupted study resumes. Writes ``lodo.md`` and ``lodo.json`` (:mod:`skinlesion.reports.lodo`).
+interrupted study resumes. Writes ``lodo.md`` and ``lodo.json`` (:mod:`skinlesion.reports.heldout`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from skinlesion.core.artifacts import write_json
 from skinlesion.core.errors import ConfigError
 from skinlesion.core.task import command
-from skinlesion.reports.lodo import (
+from skinlesion.reports.heldout import (
     TARGETS,
     Scored,
     difference,
