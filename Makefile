@@ -9,8 +9,11 @@ FUZZ_SECONDS ?= 120
 SEARCH ?= optuna
 # Independently collected web images (no Monkeypox class) for measuring domain shift; never trained on.
 EXTERNAL ?= $(abspath ../shared/data/external/health_app_ml)
+# The run that export and serve use: empty = outputs/latest (the default model); RUN=$(MULTI) = the multi-source one.
+RUN ?=
+MULTI := outputs/multisource/latest
 
-.PHONY: help install train prepare evaluate ablation probe notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench evaluate-external cv cv-compare test fuzz lint format clean
+.PHONY: help install train train-multi lodo generalisation-study leakage-audit prepare evaluate ablation probe notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench evaluate-external cv cv-compare test fuzz lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +37,24 @@ train: $(STAMP)  ## prepare the data, train the default experiment, evaluate it 
 	else echo "no external set at $(EXTERNAL): domain shift not measured"; fi
 	$(PY) -m skinlesion.model_card
 
+train-multi: $(STAMP)  ## the multi-source recipe (MSID + MSLD v2): train, evaluate (test per source, external), its model card
+	$(PY) -m skinlesion.prepare data=multisource
+	$(PY) -m skinlesion.train data=multisource paths.output_root=outputs/multisource paths.prepared_dir=outputs/prepared $(ARGS)
+	if [ -d "$(EXTERNAL)" ]; then $(PY) -m skinlesion.evaluate ckpt_path=$(MULTI)/checkpoints/best.ckpt folder=$(EXTERNAL); \
+	else echo "no external set at $(EXTERNAL): domain shift not measured"; fi
+	$(PY) -m skinlesion.model_card run_dir=$(MULTI)
+
+lodo: $(STAMP)  ## leave one source out: train on all sources but one, test on it and on the external folder (ARGS="seeds=[1,2,3]")
+	$(PY) -m skinlesion.prepare data=multisource
+	$(PY) -m skinlesion.lodo external=$(EXTERNAL) $(ARGS)
+
+generalisation-study: $(STAMP)  ## what generalises to an unseen source: 7 arms x 2 held-out sources x 3 seeds (long; ARGS="common=[...,trainer=gpu]")
+	$(PY) -m skinlesion.prepare data=multisource
+	$(PY) -m skinlesion.lodo --config-name lodo_study external=$(EXTERNAL) $(ARGS)
+
+leakage-audit: $(STAMP)  ## the default recipe under the published random split and the grouped split, per seed (long)
+	$(PY) -m skinlesion.leakage_audit $(ARGS)
+
 evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) on the test split
 	$(PY) -m skinlesion.evaluate $(ARGS)
 
@@ -49,14 +70,14 @@ notebooks: $(STAMP)  ## execute the notebooks on the real data into outputs/note
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --output-dir outputs/notebooks "$$nb" || exit 1; \
 	done
 
-export: $(STAMP)  ## ONNX export of the best checkpoint of outputs/latest (model.onnx + model.json), parity-checked
-	$(PY) -m skinlesion.export $(ARGS)
+export: $(STAMP)  ## ONNX export of the best checkpoint of outputs/latest, or of RUN=outputs/multisource/latest; parity-checked
+	$(PY) -m skinlesion.export $(if $(RUN),ckpt_path=$(RUN)/checkpoints/best.ckpt) $(ARGS)
 
 predict: $(STAMP)  ## JSON lines per image: make predict ARGS="ckpt_path=... inputs=[a.png,dir/] explain=true"
 	$(PY) -m skinlesion.predict $(ARGS)
 
-serve: $(STAMP)  ## web page + REST API on 127.0.0.1:8000 (ARGS="host=... port=... model_path=...")
-	$(PY) -m skinlesion.serve $(ARGS)
+serve: $(STAMP)  ## web page + REST API on 127.0.0.1:8000 for outputs/latest's export, or RUN's (ARGS="host=... port=...")
+	$(PY) -m skinlesion.serve $(if $(RUN),model_path=$(RUN)/export/model.onnx) $(ARGS)
 
 abstention: $(STAMP)  ## share of non-skin images rejected and of test images wrongly rejected
 	$(PY) -m skinlesion.evaluate_abstention $(ARGS)

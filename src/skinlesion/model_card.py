@@ -25,6 +25,7 @@ from skinlesion.core.task import command
 from skinlesion.data.manifest import read_manifest
 from skinlesion.reports.coverage import card_lines
 from skinlesion.reports.folds import cv_matches_run, mean_sd
+from skinlesion.reports.heldout import baseline_lines
 from skinlesion.reports.metrics import bootstrap_units, calibration_lines, fmt_ci, fmt_num
 from skinlesion.reports.reliability import SELECTIVE_COVERAGES
 
@@ -249,6 +250,9 @@ def render(run_dir: Path, cfg_run: DictConfig, files: dict, external_name: str, 
         "### External validation",
         "",
         *external_section(files["external"], m, external_name),
+        "### Sources it never saw",
+        "",
+        *baseline_lines(files["lodo"], files["lodo_path"]),
         "## Calibration",
         "",
         *calibration_section(m, linked),
@@ -317,9 +321,12 @@ def model_card(cfg: DictConfig) -> Path:
     cv = read_json(cv_path, sources) if cv_path else None
     external = read_json(run_dir / cfg.external_eval / "metrics.json", sources)
     rejection = (read_json(run_dir / "eval" / "abstention.json", sources) or {}).get("summary")
+    out = Path(cfg.output) if cfg.output else run_dir / "MODEL_CARD.md"
     files = {"metrics": m, "info": info, "data": data, "paths": paths, "cv": cv, "external": external}
     files["abstention"] = rejection
-    out = Path(cfg.output) if cfg.output else run_dir / "MODEL_CARD.md"
+    lodo_path = Path(cfg.lodo_report) if cfg.get("lodo_report") else None
+    files["lodo"] = read_json(lodo_path, sources) if lodo_path and lodo_path.is_file() else None
+    files["lodo_path"] = os.path.relpath(lodo_path, out.parent) if files["lodo"] else ""
     text = render(run_dir, cfg_run, files | {"sources": sources}, cfg.external_eval, out.resolve())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

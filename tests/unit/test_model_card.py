@@ -94,6 +94,14 @@ def test_card_prints_the_measured_figures_and_says_what_is_missing(tmp_path, syn
     figures = LINK.findall(beside.read_text())
     assert beside.parent == run and len(figures) == 3 and all((run / f).is_file() for f in figures)
 
+    assert "`make lodo` writes it" in text
+    summary = {"n": 9, "acc": 0.667, "acc_ci": [0.4, 0.9], "acc_by_seed": {"1": 0.667}}
+    cell = {"heldout": {"summary": summary}, "external": {"summary": summary | {"n": 5, "acc": 0.6}}}
+    lodo = {"command": "python -m skinlesion.lodo", "seeds": [1], "baseline": "b", "arms": {"b": {"x": cell}}}
+    write_json(tmp_path / "outputs/lodo/lodo.json", lodo)
+    text = model_card(card).read_text()
+    assert "| x | the other sources | 9 | 0.667 | [0.400, 0.900] | 5 | 0.600 | [0.400, 0.900] |" in text
+
     (run / "eval-health_app_ml" / "metrics.json").unlink()
     assert "`make evaluate-external`" in model_card(card).read_text()
     with pytest.raises(DataError, match=r"no metrics\.json"):

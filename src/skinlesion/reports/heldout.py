@@ -166,3 +166,29 @@ def markdown(result: dict) -> str:
                     f"| {d.get('verdict', '—')} |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def baseline_lines(result: dict | None, source: str = "") -> list[str]:
+    """The baseline arm of a lodo report as one short table (README, model cards)."""
+    if not result:
+        return ["Not measured yet: `make lodo` writes it.", ""]
+    arm = result["arms"][result["baseline"]]
+    lines = [
+        f"Leave one source out (`{result['command']}`, seeds {result['seeds']}"
+        + (f"; read from `{source}`" if source else "")
+        + "): each row trained on every source but the held-out one. Accuracy with a 95 % interval "
+        "that resamples patients or duplicate groups; external = the web photos no model trained on, "
+        "less their copies of any source's photos.",
+        "",
+        "| held out | trained on | n held out | acc on held-out source | 95 % CI "
+        "| n external | acc external | 95 % CI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for holdout, cell in arm.items():
+        on = [h for h in arm if h != holdout] or ["the other sources"]
+        h, e = cell["heldout"]["summary"], (cell.get("external") or {}).get("summary") or {}
+        lines.append(
+            f"| {holdout} | {', '.join(on)} | {h['n']} | {fmt(h['acc'])} | {interval(h['acc_ci'])} "
+            f"| {e.get('n', '—')} | {fmt(e.get('acc'))} | {interval(e.get('acc_ci') or [None, None])} |"
+        )
+    return [*lines, ""]
