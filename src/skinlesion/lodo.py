@@ -4,7 +4,8 @@ For each arm of the config, each held-out source and each seed: train on the oth
 ``data.holdout=<source>`` (the held-out source is the run's test split), and score the external
 folder. Arms that evaluate another arm's checkpoints differently (``adapt_bn=true``) or average
 other arms (an ensemble) run no training. Runs and evaluations already done are skipped, so an
-interrupted study resumes. Writes ``lodo.md`` and ``lodo.json`` (:mod:`skinlesion.reports.heldout`).
+interrupted study resumes. Writes ``<table>.md`` and ``<table>.json`` (``lodo``, ``lodo_study``)
+beside the runs (:mod:`skinlesion.reports.heldout`).
 """
 
 from __future__ import annotations
@@ -130,8 +131,9 @@ def leave_one_out(cfg: DictConfig) -> dict:
         "arms": table,
     }
     out = Path(cfg.output_dir)
-    write_json(out / "lodo.json", result)
-    (out / "lodo.md").write_text(markdown(result))
+    table_name = cfg.get("table") or "lodo"
+    write_json(out / f"{table_name}.json", result)
+    (out / f"{table_name}.md").write_text(markdown(result))
     print(markdown(result))
     return result
 
