@@ -47,6 +47,17 @@ FAST = [
     "trainer.enable_model_summary=false",
 ]
 
+# In-process training at 32 px for one epoch (tests that call ``train`` directly).
+TINY = [
+    "model=simple_cnn",
+    "data.image_size=32",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "callbacks.progress_bar=null",
+    "trainer.enable_model_summary=false",
+    "logger=csv",
+]
+
 
 # -- data -----------------------------------------------------------------------------------------
 

@@ -10,16 +10,7 @@ from omegaconf import open_dict
 
 from skinlesion.cv import cross_validate
 from skinlesion.train import train_main_path
-
-TINY = [
-    "model=simple_cnn",
-    "data.image_size=32",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
-    "logger=csv",
-]
+from tests.helpers import TINY
 
 
 def test_only_the_train_command_moves_latest(tmp_path, compose_cfg, synthetic_root):

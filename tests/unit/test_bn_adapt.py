@@ -13,19 +13,9 @@ from skinlesion.evaluate import evaluate
 from skinlesion.models.bn_adapt import adapt_batchnorm, batch_norms
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.training.fit import train
-from tests.helpers import CLASSES, make_class_folders
+from tests.helpers import CLASSES, TINY, make_class_folders
 
-TINY = [
-    "model=simple_cnn",
-    "data.image_size=32",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
-    "logger=csv",
-    "evaluate=false",
-    "link_latest=false",
-]
+QUICK = [*TINY, "evaluate=false", "link_latest=false"]
 QUICK_EVAL = ["accelerator=cpu", "bootstrap.n_resamples=20", "batch_size=8"]
 
 
@@ -82,7 +72,7 @@ def test_equal_batches_give_the_mean_over_all_images_and_an_empty_loader_changes
 def test_evaluate_with_adapt_bn_on_a_split_a_folder_and_an_ensemble(
     tmp_path: Path, compose_cfg, synthetic_root
 ):
-    cfg = compose_cfg(f"data.root={synthetic_root}", *TINY)
+    cfg = compose_cfg(f"data.root={synthetic_root}", *QUICK)
     train(cfg)
     best = Path(cfg.paths.output_dir) / "checkpoints/best.ckpt"
     folder = make_class_folders(tmp_path / "other_source", per_class=3, first_seed=500)

@@ -13,19 +13,9 @@ import torch
 
 from skinlesion.models.averaging import StochasticWeightAveraging, uniform_average
 from skinlesion.training.fit import train
+from tests.helpers import TINY
 
-TINY = [
-    "model=simple_cnn",
-    "data.image_size=32",
-    "data.batch_size=8",
-    "trainer.max_epochs=2",
-    "trainer.accelerator=cpu",
-    "callbacks.progress_bar=null",
-    "trainer.enable_model_summary=false",
-    "logger=csv",
-    "evaluate=false",
-    "link_latest=false",
-]
+QUICK = [*TINY, "data.batch_size=8", "trainer.max_epochs=2", "evaluate=false", "link_latest=false"]
 
 
 def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -73,7 +63,7 @@ def test_uniform_average_is_the_running_mean_and_keeps_infinities():
 def test_a_tiny_run_checkpoints_the_running_average(tmp_path: Path, compose_cfg, synthetic_root):
     cfg = compose_cfg(
         f"data.root={synthetic_root}",
-        *TINY,
+        *QUICK,
         "callbacks=[default,swa]",
         "callbacks.swa.start_epoch=1",
         "callbacks.model_checkpoint.save_top_k=-1",  # keep every epoch's checkpoint
