@@ -1,0 +1,233 @@
+"""``python -m skinlesion.optimizer_study`` (``make optimizer-study``): Adam vs RMSprop, with L1, L2
+and dropout, answered by cross-validation rather than by one split.
+
+Stage 1 cross-validates each optimizer at each lr of its grid and keeps the lr with the best mean
+val macro-F1; stage 2 crosses every optimizer (at its lr) with every regularizer and dropout. Every
+cell is an ordinary ``python -m skinlesion.cv`` over train + val (the test split is never touched)
+in its own directory, skipped when its ``cv_report.json`` covers the folds asked for, so a killed
+study resumes and a finished one is only re-read. Writes ``optimizer_study.md``/``.json``,
+``lr_search.png`` and ``learning_curves.png`` into ``output_dir``; the grid, the lr choice and the
+statistics live in :mod:`skinlesion.reports.optim_grid`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from pathlib import Path
+
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from skinlesion.core.artifacts import write_json
+from skinlesion.core.errors import ConfigError, DataError
+from skinlesion.core.task import command
+from skinlesion.inference.loading import load_classifier
+from skinlesion.models.regularizers import WeightPenalty
+from skinlesion.reports.optim_grid import (
+    FOLD_METRICS,
+    NORMS,
+    Cell,
+    choose_lr,
+    combine_norms,
+    comparison_plan,
+    curve_summary,
+    grid_cells,
+    l1_l2,
+    lr_label,
+    mismatches,
+    paired,
+    summarise,
+)
+from skinlesion.reports.optim_report import markdown, plot_learning_curves, plot_lr_search
+from skinlesion.training.runs import run_module
+
+log = logging.getLogger(__name__)
+
+
+def wanted_folds(cfg: DictConfig) -> list[int]:
+    if cfg.get("folds") is None:
+        return list(range(int(cfg.n_folds)))
+    return sorted(int(f) for f in cfg.folds)
+
+
+def cv_once(cfg: DictConfig, directory: Path, overrides: list[str]) -> dict:
+    """``python -m skinlesion.cv`` into ``directory`` unless its report already covers the folds.
+
+    A report of other folds is completed by running cv again (it keeps the folds it finished); one
+    of another ``n_folds`` is refused, since its fold directories hold other splits.
+    """
+    path = directory / "cv_report.json"
+    folds = wanted_folds(cfg)
+    if path.is_file():
+        report = json.loads(path.read_text())
+        if report["n_folds"] != cfg.n_folds:
+            raise ConfigError(
+                f"{directory} was cross-validated with n_folds={report['n_folds']}, not {cfg.n_folds}: "
+                "choose another output_dir (or delete it)"
+            )
+        if sorted(f["fold"] for f in report["folds"]) == folds:
+            return report
+    run_module(
+        "skinlesion.cv",
+        *cfg.common,
+        *overrides,
+        f"n_folds={cfg.n_folds}",
+        f"folds=[{','.join(map(str, folds))}]",
+        f"hydra.run.dir={directory}",
+        f"paths.output_root={cfg.paths.output_root}",
+    )
+    return json.loads(path.read_text())
+
+
+def run_cell(cfg: DictConfig, cell: Cell) -> dict:
+    """Cross-validate one recipe (or read it back); refuse a finished run of another recipe."""
+    strengths = dict(cfg.regularizers[cell.regularizer] or {})
+    overrides = [
+        f"optimizer={cell.optimizer}",
+        f"optimizer.lr={cell.lr!r}",
+        f"regularizer={cell.regularizer}",
+        *(f"regularizer.{k}={float(v)!r}" for k, v in strengths.items()),
+        f"model.dropout={cell.dropout!r}",
+    ]
+    report = cv_once(cfg, cell.directory, overrides)
+    expected = {"optimizer.lr": cell.lr, "model.dropout": cell.dropout}
+    expected |= {f"regularizer.{k}": float(v) for k, v in strengths.items()}
+    if wrong := mismatches(report.get("train_config") or {}, expected):
+        raise ConfigError(
+            f"{cell.directory} holds a finished run of another recipe ({', '.join(wrong)}): "
+            "delete it, or choose another output_dir, to run this one"
+        )
+    return report
+
+
+def fold_rows(cell: Cell, report: dict, norms: bool) -> list[dict]:
+    """One row per fold: the report's scores, the CSV log's best epoch, the checkpoint's norms."""
+    rows = []
+    for f in sorted(report["folds"], key=lambda f: f["fold"]):
+        fold_dir = cell.directory / f"fold{f['fold']}"
+        row = {k: f[k] for k in ("fold", "acc", "f1_macro", "fit_seconds", "n_val", "n_train")}
+        row |= curve_summary(fold_dir / "csv" / "metrics.csv")
+        if norms:
+            row |= weight_norms(fold_dir / "checkpoints" / "best.ckpt")
+        rows.append(row)
+    return rows
+
+
+def weight_norms(ckpt: Path) -> dict[str, float]:
+    """L1 and L2 norms of the checkpoint's trainable weights, the very tensors the penalties cover.
+
+    Trainable as the model is built (``freeze_stages``); progressive unfreezing is not replayed.
+    """
+    model = load_classifier(ckpt)
+    named = list(model.named_parameters())
+    head, backbone = (l1_l2(WeightPenalty(scope=s).parameters(named)) for s in ("head", "backbone"))
+    return combine_norms(head, backbone)
+
+
+CURVES = ("train_loss", "val_loss_curve")
+
+
+def cell_result(cell: Cell, rows: list[dict]) -> dict:
+    return {
+        "name": cell.name,
+        "optimizer": cell.optimizer,
+        "lr": cell.lr,
+        "regularizer": cell.regularizer,
+        "dropout": cell.dropout,
+        "directory": str(cell.directory),
+        "folds": [{k: v for k, v in r.items() if k not in CURVES} for r in rows],
+        "summary": summarise(rows, FOLD_METRICS),
+        "norms": summarise(rows, NORMS),
+        "curves": [{k: r[k] for k in CURVES} for r in rows],
+    }
+
+
+def search_lr(cfg: DictConfig, out: Path, optimizer: str) -> dict:
+    """Stage 1 for one optimizer: every lr of its grid at the baseline regularizer and dropout."""
+    grid = cfg.lr_grid.get(optimizer)
+    if not grid:
+        raise ConfigError(f"lr_grid has no values for optimizer {optimizer!r}: add lr_grid.{optimizer}=[...]")
+    baseline = next(iter(cfg.regularizers))
+    runs, scores = {}, {}
+    for lr in (float(x) for x in grid):
+        cell = Cell(optimizer, lr, baseline, float(cfg.base_dropout), out / "lr" / optimizer / lr_label(lr))
+        rows = fold_rows(cell, run_cell(cfg, cell), norms=False)
+        s = summarise(rows, ("f1_macro", "val_loss"))
+        runs[lr_label(lr)] = s | {"directory": str(cell.directory)}
+        scores[lr] = (s["f1_macro"]["mean"], s["val_loss"]["mean"])
+    return {"grid": [float(x) for x in grid], "runs": runs, "chosen": choose_lr(scores)}
+
+
+def check_config(cfg: DictConfig) -> None:
+    if not cfg.optimizers or not cfg.regularizers or not cfg.dropouts:
+        raise ConfigError("optimizers, regularizers and dropouts each need at least one entry")
+    if not any(np.isclose(float(d), float(cfg.base_dropout)) for d in cfg.dropouts):
+        raise ConfigError(f"base_dropout={cfg.base_dropout} is not one of dropouts={list(cfg.dropouts)}")
+    if int(cfg.n_folds) < 2 or any(not 0 <= f < int(cfg.n_folds) for f in wanted_folds(cfg)):
+        raise ConfigError(f"need n_folds >= 2 and folds within 0..{int(cfg.n_folds) - 1}")
+
+
+def command_line() -> str:
+    if HydraConfig.initialized():
+        return shlex.join(["python", "-m", "skinlesion.optimizer_study", *HydraConfig.get().overrides.task])
+    return "python -m skinlesion.optimizer_study"
+
+
+def optimizer_study(cfg: DictConfig) -> dict:
+    check_config(cfg)
+    out = Path(cfg.output_dir)
+    optimizers = list(cfg.optimizers)
+    lr_search = {o: search_lr(cfg, out, o) for o in optimizers}
+    regularizers = list(cfg.regularizers)
+    cells = grid_cells(
+        out,
+        {o: s["chosen"] for o, s in lr_search.items()},
+        regularizers,
+        [float(d) for d in cfg.dropouts],
+        float(cfg.base_dropout),
+    )
+    rows = {cell.name: fold_rows(cell, run_cell(cfg, cell), norms=True) for cell in cells}
+    first = rows[cells[0].name]
+    n_val = float(np.mean([r["n_val"] for r in first]))
+    n_train = float(np.mean([r["n_train"] for r in first]))
+    comparisons = []
+    for kind, within, a, b in comparison_plan(cells, float(cfg.base_dropout)):
+        try:
+            diff = paired(rows[a.name], rows[b.name], n_val, n_train, float(cfg.level))
+        except ValueError as e:
+            raise DataError(f"{a.name} and {b.name}: {e}") from e
+        comparisons.append({"kind": kind, "within": within, "a": a.name, "b": b.name, "diff": diff})
+    result = {
+        "command": command_line(),
+        "optimizers": optimizers,
+        "regularizers": regularizers,
+        "regularizer_strengths": OmegaConf.to_container(cfg.regularizers, resolve=True),
+        "dropouts": [float(d) for d in cfg.dropouts],
+        "base_dropout": float(cfg.base_dropout),
+        "n_folds": int(cfg.n_folds),
+        "folds": [r["fold"] for r in first],
+        "common": list(cfg.common),
+        "level": float(cfg.level),
+        "n_val": n_val,
+        "n_train": n_train,
+        "lr_search": lr_search,
+        "cells": [cell_result(c, rows[c.name]) for c in cells],
+        "comparisons": comparisons,
+    }
+    write_json(out / "optimizer_study.json", result)
+    text = markdown(result)
+    (out / "optimizer_study.md").write_text(text)
+    plot_lr_search(result, out / "lr_search.png")
+    plot_learning_curves(result, out / "learning_curves.png")
+    print(text)
+    return result
+
+
+main = command(optimizer_study, "optimizer_study")
+
+
+if __name__ == "__main__":
+    main()
