@@ -13,7 +13,7 @@ EXTERNAL ?= $(abspath ../shared/data/external/health_app_ml)
 RUN ?=
 MULTI := outputs/multisource/latest
 
-.PHONY: help install train train-multi lodo generalisation-study leakage-audit prepare evaluate ablation probe notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench evaluate-external cv cv-compare test fuzz lint format clean
+.PHONY: help install train train-multi lodo generalisation-study leakage-audit optimizer-study prepare evaluate ablation probe notebooks export predict serve abstention bench bench-serve sweep sweep-native sweep-report sweep-bench evaluate-external cv cv-compare test fuzz lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -54,6 +54,9 @@ generalisation-study: $(STAMP)  ## what generalises to an unseen source: 7 arms 
 
 leakage-audit: $(STAMP)  ## the default recipe under the published random split and the grouped split, per seed (long)
 	$(PY) -m skinlesion.leakage_audit $(ARGS)
+
+optimizer-study: $(STAMP)  ## Adam vs RMSprop x L1/L2 x dropout by 3-fold CV: lr search, grid, paired differences (~4 h on 2 CPU cores; GPU: ARGS="common=[...,trainer=gpu] n_folds=5")
+	$(PY) -m skinlesion.optimizer_study $(ARGS)
 
 evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) on the test split
 	$(PY) -m skinlesion.evaluate $(ARGS)
