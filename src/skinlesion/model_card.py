@@ -64,11 +64,50 @@ def with_ci(m: dict, p: str, key: str) -> str:
     return f"{value} ({fmt_ci(ci)})" if ci else value
 
 
+MSID_ABOUT = (
+    "The Monkeypox Skin Image Dataset (MSID; Kaggle `dipuiucse/monkeypoxskinimagedataset`; Bala et al., "
+    "*Neural Networks* 2023): photos scraped from the web, one folder per class, no patient identifiers, "
+    "no dermatologist review of the labels recorded, no skin type or body site recorded."
+)
+
+
+def sources_lines(report: dict) -> list[str]:
+    """What each source is and holds, for a run trained on several (``data=multisource``)."""
+    about = {
+        "msid": "MSID (Kaggle `dipuiucse/monkeypoxskinimagedataset`; Bala et al., *Neural Networks* 2023): "
+        "web photos, no patient identifiers",
+        "msld_v2": "MSLD v2.0 (Ali et al. 2023), the patients of its fold-1 Train split: patient ids in the "
+        "file names, so a patient's photos stay on one side of every split",
+    }
+    outside = report.get("outside_labels") or []
+    lines = [
+        f"{len(report['sources'])} sources (`data=multisource`), no dermatologist review of the labels "
+        "recorded, no skin type or body site recorded:",
+        "",
+    ]
+    for source in report["sources"]:
+        counts = report.get("counts_by_source", {}).get(source["name"], {})
+        n = sum(sum(v.values()) for v in counts.values())
+        twins = sum((report.get("twins_across_sources") or {}).get(source["name"], {}).values())
+        lines.append(
+            f"- **{source['name']}**: {about.get(source['name'], source['path'])}; {n} images"
+            + (f", {twins} of them tied to another source's photo (a copy or a crop)" if twins else "")
+            + "."
+        )
+    if outside:
+        lines.append(
+            f"- Rashes outside the four classes ({', '.join(outside)}) stay in the manifest, are never "
+            "trained as one of the four, and fit the other-rash gate."
+        )
+    return [*lines, ""]
+
+
 def data_section(report: dict | None, paths: list[str]) -> list[str]:
     if report is None:
         return ["The data report of this run's manifest was not found: run `make prepare`.", ""]
     names = report["class_names"]
-    total = {c: sum(report["counts"][s].get(c, 0) for s in report["counts"]) for c in names}
+    shown = [*names, *(report.get("outside_labels") or [])]  # rashes outside the classes are images too
+    total = {c: sum(report["counts"][s].get(c, 0) for s in report["counts"]) for c in shown}
     gaps = numbering_gaps(paths + [e["path"] for e in report["excluded"]])
     conflict_lines = []
     for g in report["conflicts"]:
@@ -82,16 +121,20 @@ def data_section(report: dict | None, paths: list[str]) -> list[str]:
         evidence = f"closest pair {closest['a']} ~ {closest['b']}: {how}"
         conflict_lines.append(f"  - {', '.join(g['members'])} ({' / '.join(g['labels'])}; {evidence})")
     found = report["n_images"] + sum("/" in e["path"] for e in report["excluded"])  # files in class folders
-    lines = [
-        "The Monkeypox Skin Image Dataset (MSID; Kaggle `dipuiucse/monkeypoxskinimagedataset`; Bala et al., "
-        "*Neural Networks* 2023): photos scraped from the web, one folder per class, no patient identifiers, "
-        "no dermatologist review of the labels recorded, no skin type or body site recorded.",
-        "",
+    several = len(report.get("sources") or []) > 1
+    lines = sources_lines(report) if several else [MSID_ABOUT, ""]
+    lines += [
         f"- **Images used:** {report['n_images']} ("
-        + ", ".join(f"{c} {total[c]}" for c in names)
-        + f"); {len(report['excluded'])} files left out as unusable. The published set counts "
-        f"{PUBLISHED_IMAGES}, this copy {found}: {PUBLISHED_IMAGES - found} missing (gaps in the file "
-        "numbering: " + (", ".join(gaps) if gaps else "none") + ").",
+        + ", ".join(f"{c} {total[c]}" for c in shown)
+        + f"); {len(report['excluded'])} files left out as unusable."
+        + (
+            ""
+            if several
+            else f" The published set counts {PUBLISHED_IMAGES}, this copy {found}: "
+            f"{PUBLISHED_IMAGES - found} missing (gaps in the file numbering: "
+            + (", ".join(gaps) if gaps else "none")
+            + ")."
+        ),
         f"- **Duplicates:** {report['n_exact_pairs']} byte-identical pairs and {report['n_near_pairs']} "
         f"near-duplicate pairs, joined into {len(report['duplicate_groups'])} groups; a group is never split "
         "between train, val and test, and the bootstrap resamples whole groups.",

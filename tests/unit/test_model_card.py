@@ -148,3 +148,22 @@ def test_the_card_quotes_only_a_cv_that_trained_like_its_run(tmp_path, compose_c
 def test_the_committed_card_links_only_files_git_tracks():
     """Readers of the repository have its tracked files, not the git-ignored run outputs."""
     assert untracked_links(REPO / "MODEL_CARD.md", REPO) == []
+
+
+def test_a_card_of_several_sources_describes_each_one():
+    from skinlesion.model_card import sources_lines
+
+    report = {
+        "sources": [{"name": "msid", "path": "/d/msid"}, {"name": "mine", "path": "/d/mine"}],
+        "counts_by_source": {
+            "msid": {"train": {"Normal": 3}, "test": {"Normal": 1}},
+            "mine": {"train": {"Cowpox": 2}},
+        },
+        "twins_across_sources": {"mine": {"msid": 1}},
+        "outside_labels": ["Cowpox"],
+    }
+    text = "\n".join(sources_lines(report))
+    assert "2 sources (`data=multisource`)" in text
+    assert "- **msid**: MSID" in text and "; 4 images." in text
+    assert "- **mine**: /d/mine; 2 images, 1 of them tied to another source's photo" in text
+    assert "(Cowpox) stay in the manifest" in text
