@@ -82,8 +82,8 @@ predict: $(STAMP)  ## JSON lines per image: make predict ARGS="ckpt_path=... inp
 serve: $(STAMP)  ## web page + REST API on 127.0.0.1:8000 for outputs/latest's export, or RUN's (ARGS="host=... port=...")
 	$(PY) -m skinlesion.serve $(if $(RUN),model_path=$(RUN)/export/model.onnx) $(ARGS)
 
-abstention: $(STAMP)  ## share of non-skin images rejected and of test images wrongly rejected
-	$(PY) -m skinlesion.evaluate_abstention $(ARGS)
+abstention: $(STAMP)  ## share of non-skin images, other rashes and test images turned away (RUN=... for another run)
+	$(PY) -m skinlesion.evaluate_abstention $(if $(RUN),ckpt_path=$(RUN)/checkpoints/best.ckpt) $(ARGS)
 
 bench: $(STAMP)  ## latency per image, ONNX Runtime vs PyTorch eager, same run
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m skinlesion.bench $(ARGS)
