@@ -32,10 +32,9 @@ def compare(cfg: DictConfig) -> dict:
     order = sorted(common)
     if not order:
         raise ConfigError("the evaluations share no photo: compare evaluations of the same folder")
-    correct = [s.correct[[s.paths.index(p) for p in order]].astype(float) for s in scored]
-    groups = scored[0].groups
-    if groups is not None:
-        groups = [groups[scored[0].paths.index(p)] for p in order]
+    common_only = [s.subset(order) for s in scored]
+    correct = [s.correct.astype(float) for s in common_only]
+    groups = common_only[0].groups
     options = Bootstrap(level=float(cfg.level))
     rows = []
     for name, c in zip(names, correct, strict=True):

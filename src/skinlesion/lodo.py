@@ -21,7 +21,6 @@ from skinlesion.core.errors import ConfigError
 from skinlesion.core.task import command
 from skinlesion.reports.heldout import (
     TARGETS,
-    Scored,
     difference,
     markdown,
     mean_of,
@@ -81,14 +80,22 @@ def run_cell(cfg: DictConfig, arms: dict, name: str, holdout: str, seed: int) ->
     return cell
 
 
-def scored(cfg: DictConfig, arms: dict, name: str, holdout: str, seed: int, target: str) -> Scored:
-    arm = arms[name]
-    if "members" in arm:
-        return mean_of([scored(cfg, arms, m, holdout, seed, target) for m in arm["members"]])
-    folder = "eval" if target == "heldout" else "eval-external"
-    return read_predictions(
-        Path(cfg.output_dir) / name / holdout / f"seed{seed}" / folder / "predictions.csv"
-    )
+def read_cells(cfg: DictConfig, arms: dict, holdouts: list[str], seeds: list[int], targets) -> dict:
+    """arm -> holdout -> target -> seed -> :class:`Scored`, each ``predictions.csv`` read once;
+    an ensemble from its members' (defined above it, so already read)."""
+    cells: dict = {}
+    for name, arm in arms.items():
+        for holdout in holdouts:
+            for target in targets:
+                by_seed = cells.setdefault(name, {}).setdefault(holdout, {}).setdefault(target, {})
+                for seed in seeds:
+                    if "members" in arm:
+                        by_seed[seed] = mean_of([cells[m][holdout][target][seed] for m in arm["members"]])
+                        continue
+                    folder = "eval" if target == "heldout" else "eval-external"
+                    cell = Path(cfg.output_dir) / name / holdout / f"seed{seed}"
+                    by_seed[seed] = read_predictions(cell / folder / "predictions.csv")
+    return cells
 
 
 def command_line() -> str:
@@ -111,13 +118,13 @@ def leave_one_out(cfg: DictConfig) -> dict:
                 run_cell(cfg, arms, name, holdout, seed)
     targets = TARGETS if external_overrides(cfg) else TARGETS[:1]
     options = Bootstrap(level=float(cfg.level))
+    scored = read_cells(cfg, arms, holdouts, seeds, targets)
     table: dict = {}
     for name in arms:
         for holdout in holdouts:
             cell = table.setdefault(name, {}).setdefault(holdout, {})
             for target in targets:
-                runs = {s: scored(cfg, arms, name, holdout, s, target) for s in seeds}
-                base = {s: scored(cfg, arms, cfg.baseline, holdout, s, target) for s in seeds}
+                runs, base = scored[name][holdout][target], scored[cfg.baseline][holdout][target]
                 cell[target] = {"summary": summarise(runs, options)}
                 if name != cfg.baseline:
                     cell[target]["vs_baseline"] = difference(runs, base, options)

@@ -39,6 +39,18 @@ class Scored:
     def correct(self) -> np.ndarray:
         return self.probs.argmax(1) == self.targets
 
+    def subset(self, paths: Sequence[str]) -> Scored:
+        """The same predictions for ``paths`` only, in that order."""
+        where = {p: i for i, p in enumerate(self.paths)}
+        idx = [where[p] for p in paths]
+        return Scored(
+            paths=list(paths),
+            targets=self.targets[idx],
+            probs=self.probs[idx],
+            groups=None if self.groups is None else [self.groups[i] for i in idx],
+            abstained=None if self.abstained is None else self.abstained[idx],
+        )
+
 
 def read_predictions(path: Path) -> Scored:
     if not path.is_file():
@@ -60,17 +72,9 @@ def read_predictions(path: Path) -> Scored:
 def mean_of(members: Sequence[Scored]) -> Scored:
     """The ensemble of ``members``: mean probabilities on the photos they all scored (no gate)."""
     common = set(members[0].paths).intersection(*(m.paths for m in members[1:]))
-    order = [p for p in members[0].paths if p in common]
-    picked = [[m.paths.index(p) for p in order] for m in members]
-    first = members[0]
-    idx = picked[0]
-    return Scored(
-        paths=order,
-        targets=first.targets[idx],
-        probs=np.mean([m.probs[i] for m, i in zip(members, picked, strict=True)], axis=0),
-        groups=None if first.groups is None else [first.groups[i] for i in idx],
-        abstained=None,
-    )
+    mine = [m.subset([p for p in members[0].paths if p in common]) for m in members]
+    first = mine[0]
+    return Scored(first.paths, first.targets, np.mean([m.probs for m in mine], axis=0), first.groups, None)
 
 
 def aligned(a: Scored, b: Scored) -> tuple[np.ndarray, np.ndarray]:
