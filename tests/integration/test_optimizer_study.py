@@ -3,6 +3,7 @@ and a second invocation that reads every cell back instead of training it."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -66,8 +67,16 @@ def test_optimizer_study_runs_each_cell_once_and_tabulates(tmp_path, synthetic_r
         assert (out / plot).stat().st_size > 0, plot
     assert not (tmp_path / "outputs" / "latest").exists()  # cv folds never move outputs/latest
 
+    # the lr search ran fold 0 only (lr_folds: [0]); the grid completed the chosen lr's run
+    for lr, run in chosen.items():
+        folds = sorted(p.name for p in Path(run["directory"]).glob("fold*"))
+        kept = float(lr) == result["lr_search"]["adam"]["chosen"]
+        assert folds == (["fold0", "fold1"] if kept else ["fold0"])
+    assert result["lr_folds"] == [0] and result["folds"] == [0, 1]
+
     stamps = checkpoints(out)
-    assert len(stamps) == 2 * 2 * 5  # (3 lr runs + 2 grid cells) x 2 folds x (best, last)
+    # (best, last) x (3 lr runs + 2 chosen runs completed + 2 cells x 2 folds)
+    assert len(stamps) == 2 * (3 + 2 + 2 * 2)
     again = run_cli(*args)  # every cell is read back: nothing is trained again
     assert again.returncode == 0, again.stderr[-3000:]
     assert checkpoints(out) == stamps

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from skinlesion.core.errors import ConfigError
-from skinlesion.optimizer_study import run_cell
+from skinlesion.optimizer_study import optimizer_study, run_cell
 from skinlesion.reports.optim_grid import (
     Cell,
     choose_lr,
@@ -85,6 +85,27 @@ def test_comparison_plan_pairs_within_the_other_factors(tmp_path) -> None:
     assert len(plan) == 6 + 2 * 2 + 2
 
 
+def test_dropout_regularizers_cross_only_those_with_every_dropout(tmp_path) -> None:
+    lrs = {"adam": 1e-3, "rmsprop": 3e-4}
+    cells = grid_cells(tmp_path, lrs, ["none", "l1", "l2"], [0.0, 0.3], 0.3, ["none"])
+    assert sorted(c.name for c in cells if c.optimizer == "adam") == [
+        "adam/l1/dropout0.3",
+        "adam/l2/dropout0.3",
+        "adam/none/dropout0",
+        "adam/none/dropout0.3",
+    ]
+    plan = [(kind, a.name, b.name) for kind, _, a, b in comparison_plan(cells, 0.3)]
+    assert ("optimizer", "adam/none/dropout0", "rmsprop/none/dropout0") in plan
+    assert not any("l1/dropout0" in b and not b.endswith("0.3") for _, _, b in plan)
+    assert len(plan) == 4 + 2 * 2 + 2  # optimizer: none x 2 dropouts, l1, l2; regularizer; dropout
+
+
+def test_dropout_regularizers_must_hold_the_baseline(tmp_path) -> None:
+    cfg = compose_task("optimizer_study", [f"output_dir={tmp_path}", "dropout_regularizers=[l1]"])
+    with pytest.raises(ConfigError, match="include the baseline, 'none'"):
+        optimizer_study(cfg)
+
+
 def write_log(path: Path, rows: list[tuple[int, float, float, float]]) -> Path:
     """A CSVLogger file: per epoch a train row (data loss) and a val row (macro-F1, loss)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,13 +156,16 @@ def finished_cell(directory: Path, lr: float, n_folds: int = 3) -> None:
 def test_a_finished_cell_is_read_back_and_one_of_another_recipe_refused(tmp_path) -> None:
     cfg = compose_task("optimizer_study", [f"output_dir={tmp_path}", "regularizers.l2.l2=1e-5"])
     finished_cell(tmp_path / "same", 1e-3)
-    assert run_cell(cfg, Cell("adam", 1e-3, "l2", 0.3, tmp_path / "same"))["n_folds"] == 3  # no cv run
+    same = Cell("adam", 1e-3, "l2", 0.3, tmp_path / "same")
+    assert run_cell(cfg, same, [0, 1, 2])["n_folds"] == 3  # no cv run
+    # the lr search's fold 0 read back from a cell the grid completed: only that fold, no cv run
+    assert [f["fold"] for f in run_cell(cfg, same, [0])["folds"]] == [0]
     finished_cell(tmp_path / "stale", 3e-3)  # the lr chosen before the grid changed
     with pytest.raises(ConfigError, match=r"another recipe \(optimizer.lr=0.003"):
-        run_cell(cfg, Cell("adam", 1e-3, "l2", 0.3, tmp_path / "stale"))
+        run_cell(cfg, Cell("adam", 1e-3, "l2", 0.3, tmp_path / "stale"), [0, 1, 2])
     finished_cell(tmp_path / "other_k", 1e-3, n_folds=5)
     with pytest.raises(ConfigError, match="n_folds=5"):
-        run_cell(cfg, Cell("adam", 1e-3, "l2", 0.3, tmp_path / "other_k"))
+        run_cell(cfg, Cell("adam", 1e-3, "l2", 0.3, tmp_path / "other_k"), [0, 1, 2])
 
 
 def test_report_and_plots_from_a_result_alone(tmp_path) -> None:

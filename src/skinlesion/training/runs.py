@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -17,11 +18,15 @@ from skinlesion.core.errors import SkinLesionError
 log = logging.getLogger(__name__)
 
 
-def run_module(module: str, *overrides: str) -> None:
-    """``python -m <module> <overrides>``; a failure raises with the command line."""
+def run_module(module: str, *overrides: str, threads: int | None = None) -> None:
+    """``python -m <module> <overrides>``; a failure raises with the command line.
+
+    ``threads``: the child's intra-op threads (``OMP_NUM_THREADS``), for runs side by side.
+    """
     cmd = [sys.executable, "-m", module, *overrides]
     log.info("%s", " ".join(cmd))
-    done = subprocess.run(cmd, check=False)
+    env = None if threads is None else os.environ | {"OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(cmd, check=False, env=env)
     if done.returncode != 0:
         raise SkinLesionError(f"step failed ({done.returncode}): {' '.join(cmd)}")
 
