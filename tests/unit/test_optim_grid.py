@@ -218,5 +218,7 @@ def test_report_and_plots_from_a_result_alone(tmp_path) -> None:
     assert "| adam | 0.001 | 0.800 ± 0.020 | 0.800 ± 0.020 | **yes** |" in text
     assert "| 0.001 | 0.800 ± 0.020 | 0.800 ± 0.020 | — |" in text  # no val loss logged: a dash
     assert "+0.050 [+0.010, +0.090] | real" in text
+    assert "on folds [0, 1, 2]." in text  # an old result without lr_folds searched on the grid's folds
+    assert "on fold 0 only (sd 0: one fold)." in markdown(result | {"lr_folds": [0]})
     assert plot_lr_search(result, tmp_path / "lr.png").stat().st_size > 0
     assert plot_learning_curves(result, tmp_path / "curves.png").stat().st_size > 0

@@ -76,6 +76,12 @@ def comparison_table(result: dict) -> list[str]:
     return lines
 
 
+def lr_folds_text(result: dict) -> str:
+    """``fold 0 only (sd 0: one fold)`` or ``folds [0, 1, 2]``: a one-fold search has no spread."""
+    folds = result.get("lr_folds", result["folds"])
+    return f"fold {folds[0]} only (sd 0: one fold)" if len(folds) == 1 else f"folds {folds}"
+
+
 def markdown(result: dict) -> str:
     k = len(result["folds"])
     return "\n".join(
@@ -89,8 +95,9 @@ def markdown(result: dict) -> str:
             "",
             "## Stage 1: learning rate per optimizer",
             "",
-            f"Regularizer {result['regularizers'][0]}, dropout {result['base_dropout']:g}. The lr with the "
-            "best mean val macro-F1 is kept (ties: the lower mean val loss).",
+            f"Regularizer {result['regularizers'][0]}, dropout {result['base_dropout']:g}, on "
+            f"{lr_folds_text(result)}. The lr with the best mean val macro-F1 is kept (ties: the lower "
+            "mean val loss); its run is then completed on the other folds as the grid's baseline cell.",
             "",
             *lr_table(result),
             "",
