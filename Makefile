@@ -55,7 +55,7 @@ generalisation-study: $(STAMP)  ## what generalises to an unseen source: 7 arms 
 leakage-audit: $(STAMP)  ## the default recipe under the published random split and the grouped split, per seed (long)
 	$(PY) -m skinlesion.leakage_audit $(ARGS)
 
-optimizer-study: $(STAMP)  ## Adam vs RMSprop x none/L1/L2 by 3-fold CV: lr search, grid, paired differences (~1 h 45 on 2 CPU cores; sizing and the dropout arm: conf/optimizer_study.yaml)
+optimizer-study: $(STAMP)  ## Adam vs RMSprop x none/L1/L2 by 3-fold CV: lr search, grid, paired differences (1 h 40 min measured on 2 CPU cores; sizing and the dropout arm: conf/optimizer_study.yaml)
 	$(PY) -m skinlesion.optimizer_study $(ARGS)
 
 evaluate: $(STAMP)  ## evaluate a checkpoint (default: best of outputs/latest) on the test split
