@@ -119,8 +119,8 @@ cv-compare: $(STAMP)  ## paired fold differences and the OOF ensemble of CV runs
 	$(PY) -m skinlesion.cv_compare $(ARGS)
 
 lint: $(STAMP)  ## ruff
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check src tests notebooks
+	$(PY) -m ruff format --check src tests notebooks
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix src tests
