@@ -27,7 +27,8 @@ from skinlesion.data.datamodule import ImageListDataset, SkinLesionDataModule
 from skinlesion.data.manifest import read_manifest
 from skinlesion.data.splits import assign_folds
 from skinlesion.inference.loading import load_classifier, test_predictions
-from skinlesion.models.conformal import cross_fit_membership
+from skinlesion.models.conformal import calibration_sizes, cross_fit_membership
+from skinlesion.reports.coverage import calibration_markdown
 from skinlesion.reports.evaluation import write_evaluation
 from skinlesion.reports.folds import (
     cv_markdown,
@@ -141,6 +142,17 @@ def oof_sets(
     }
 
 
+def write_calibration_sizes(
+    out_dir: Path, probs: np.ndarray, targets: np.ndarray, class_names: list[str], level: float, split
+) -> None:
+    """``oof/calibration_sizes.md``/``.json``: the sets' size against the number of calibration
+    photos per class, from the out-of-fold scores (``models.conformal.calibration_sizes``)."""
+    draws = 1000
+    rows = calibration_sizes(probs, targets, len(class_names), level, float(split.train + split.val), draws)
+    write_json(out_dir / "calibration_sizes.json", {"level": level, "draws": draws, "rows": rows})
+    (out_dir / "calibration_sizes.md").write_text(calibration_markdown(rows, class_names, level, draws))
+
+
 def command_line() -> str:
     if HydraConfig.initialized():
         return " ".join(["python -m skinlesion.cv", *HydraConfig.get().overrides.task])
@@ -164,6 +176,7 @@ def cross_validate(cfg: DictConfig) -> dict:
     )
     probs = np.concatenate([p["probs"] for p in preds])
     targets = np.concatenate([p["targets"] for p in preds])
+    sets = oof_sets(cfg, probs, targets, [len(p["targets"]) for p in preds], len(class_names))
     oof = write_evaluation(
         probs,
         targets,
@@ -172,8 +185,10 @@ def cross_validate(cfg: DictConfig) -> dict:
         out / "oof",
         "oof",
         logits=np.concatenate([p["logits"] for p in preds]),
-        **oof_sets(cfg, probs, targets, [len(p["targets"]) for p in preds], len(class_names)),
+        **sets,
     )
+    if sets:
+        write_calibration_sizes(out / "oof", probs, targets, class_names, sets["set_level"], cfg.data.split)
     report = {
         "model": cfg.model.backbone,
         "n_folds": n_folds,

@@ -40,6 +40,9 @@ def test_cv_on_real_slice(tmp_path, compose_cfg, real_slice):
     for a in ("cv_report.md", "cv_report.json", "cv_folds.png", "oof/confusion_matrix.png"):
         assert (out / a).stat().st_size > 0, a
     assert "± " in (out / "cv_report.md").read_text()
+    sizes = json.loads((out / "oof" / "calibration_sizes.json").read_text())  # set size by calibration size
+    assert sizes["level"] == report["oof"]["set_level"] == 0.9 and sizes["draws"] == 1000
+    assert "How many calibration photos" in (out / "oof" / "calibration_sizes.md").read_text()
 
     # every train+val image is scored in exactly one fold; no test image ever is
     manifest = read_manifest(next((tmp_path / "outputs" / "prepared").glob("*/manifest.csv")))

@@ -78,3 +78,78 @@ def cross_fit_membership(
         t = fit_set_thresholds(probs[~held], targets[~held], n_classes, level)
         member[held] = set_membership(probs[held], t)
     return member
+
+
+def calibration_draws(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    per_class: Sequence[int],
+    level: float,
+    draws: int = 1000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """How much a split-conformal run depends on how many photos calibrate it.
+
+    From a pool of held-out scores (out of fold), ``draws`` times: calibrate on ``per_class[c]``
+    photos of each class c drawn at random, score the rest. Returns, per draw, the mean set size,
+    the coverage and the lowest class coverage of the rest. With fewer than
+    (1 + level) / (1 - level) photos of a class (19 at 90 %), its threshold is its least-confident
+    photo; this shows what that costs in set size.
+    """
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets)
+    n_classes = probs.shape[1]
+    by_class = [np.flatnonzero(targets == c) for c in range(n_classes)]
+    for c, (idx, n) in enumerate(zip(by_class, per_class, strict=True)):
+        if not 0 < n < len(idx):
+            raise ValueError(
+                f"class {c}: {n} calibration photos of a pool of {len(idx)} leaves none to score"
+            )
+    rng = np.random.default_rng(seed)
+    out = {k: np.zeros(draws) for k in ("mean_size", "coverage", "min_class_coverage")}
+    for d in range(draws):
+        cal = np.concatenate(
+            [rng.choice(idx, n, replace=False) for idx, n in zip(by_class, per_class, strict=True)]
+        )
+        rest = np.ones(len(targets), dtype=bool)
+        rest[cal] = False
+        member = set_membership(probs[rest], fit_set_thresholds(probs[cal], targets[cal], n_classes, level))
+        covered = member[np.arange(rest.sum()), targets[rest]]
+        out["mean_size"][d] = member.sum(1).mean()
+        out["coverage"][d] = covered.mean()
+        out["min_class_coverage"][d] = min(covered[targets[rest] == c].mean() for c in range(n_classes))
+    return out
+
+
+VAL_SHARES = (0.1, 0.15, 0.2, 0.25)  # data.split.val values the calibration table tries
+
+
+def calibration_sizes(
+    probs: np.ndarray, targets: np.ndarray, n_classes: int, level: float, pool_share: float, draws: int = 1000
+) -> list[dict]:
+    """For each validation share of the data, the calibration photos per class it gives and how the
+    sets fared over ``draws`` random calibration sets of that size drawn from out-of-fold scores.
+
+    ``pool_share``: the share of the data the out-of-fold pool is (``split.train + split.val``), so
+    that a share of the data maps onto photos of the pool. Shares that would leave no photo of a
+    class to score are skipped.
+    """
+    counts = np.bincount(np.asarray(targets), minlength=n_classes)
+    rows = []
+    for share in VAL_SHARES:
+        per_class = [max(1, round(share / pool_share * int(n))) for n in counts]
+        if any(n >= int(c) for n, c in zip(per_class, counts, strict=True)):
+            continue
+        d = calibration_draws(probs, targets, per_class, level, draws)
+        size = d["mean_size"]
+        rows.append(
+            {
+                "val_share": share,
+                "per_class": per_class,
+                "mean_size": float(size.mean()),
+                "size_range": [float(np.quantile(size, 0.05)), float(np.quantile(size, 0.95))],
+                "over_1_5": float((size > 1.5).mean()),
+                "coverage": float(d["coverage"].mean()),
+                "min_class_coverage": float(d["min_class_coverage"].mean()),
+            }
+        )
+    return rows

@@ -154,3 +154,27 @@ def card_lines(test: dict, oof: dict | None, external: dict | None, rejection: d
     else:
         lines += ["", "Rejection rates on non-skin images not measured: run `make abstention`."]
     return [*lines, ""]
+
+
+def calibration_markdown(rows: list[dict], class_names: Sequence[str], level: float, draws: int) -> str:
+    """The table of :func:`calibration_sizes`, with what it means."""
+    lines = [
+        f"## How many calibration photos ({round(100 * level)} % class-conditional sets)",
+        "",
+        f"Each row: {draws} random calibration sets of that many out-of-fold photos per class "
+        f"({', '.join(class_names)}), the thresholds fitted on them and the rest of the photos scored. "
+        f"With fewer than {(1 + level) / (1 - level):.0f} photos of a class, its threshold is its single "
+        "least-confident photo, so one hard or mislabelled photo opens every set.",
+        "",
+        "| data.split.val | photos per class | mean set size | 5–95 % of draws | draws over 1.5 "
+        "| coverage | lowest class coverage |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        low, high = r["size_range"]
+        lines.append(
+            f"| {r['val_share']:g} | {', '.join(map(str, r['per_class']))} | {r['mean_size']:.2f} "
+            f"| {low:.2f} – {high:.2f} | {r['over_1_5']:.0%} | {r['coverage']:.3f} "
+            f"| {r['min_class_coverage']:.3f} |"
+        )
+    return "\n".join([*lines, ""]) + "\n"
