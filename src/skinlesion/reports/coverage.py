@@ -157,7 +157,7 @@ def card_lines(test: dict, oof: dict | None, external: dict | None, rejection: d
 
 
 def calibration_markdown(rows: list[dict], class_names: Sequence[str], level: float, draws: int) -> str:
-    """The table of :func:`calibration_sizes`, with what it means."""
+    """The table of ``models.conformal.calibration_sizes``, with what it means."""
     lines = [
         f"## How many calibration photos ({round(100 * level)} % class-conditional sets)",
         "",
