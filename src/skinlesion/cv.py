@@ -143,7 +143,12 @@ def oof_sets(
 
 
 def write_calibration_sizes(
-    out_dir: Path, probs: np.ndarray, targets: np.ndarray, class_names: list[str], level: float, split
+    out_dir: Path,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    class_names: list[str],
+    level: float,
+    split: DictConfig,
 ) -> None:
     """``oof/calibration_sizes.md``/``.json``: the sets' size against the number of calibration
     photos per class, from the out-of-fold scores (``models.conformal.calibration_sizes``)."""

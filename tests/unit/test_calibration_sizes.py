@@ -53,7 +53,11 @@ def test_the_table_maps_validation_shares_onto_the_pool_and_skips_what_does_not_
     assert [r["val_share"] for r in rows] == [0.1, 0.15, 0.2, 0.25]
     assert rows[0]["per_class"] == [4] * 4 and rows[2]["per_class"] == [9] * 4
     assert all(r["size_range"][0] <= r["mean_size"] <= r["size_range"][1] for r in rows)
-    small = calibration_sizes(probs[:60], targets[:60], 4, 0.9, pool_share=0.1, draws=5)
-    assert small == []  # any share of 10 % data is the whole pool: nothing left to score
+    # a pool that is only 10 % of the data: a 10 % share is every photo of a class, more is more
+    # than there are; no photo would be left to score, so every row is skipped
+    assert calibration_sizes(probs, targets, 4, 0.9, pool_share=0.1, draws=5) == []
+    assert [r["val_share"] for r in calibration_sizes(probs, targets, 4, 0.9, pool_share=0.15, draws=5)] == [
+        0.1
+    ]
     text = calibration_markdown(rows, ["a", "b", "c", "d"], 0.9, 50)
     assert "fewer than 19 photos" in text and "| 0.2 | 9, 9, 9, 9 |" in text
