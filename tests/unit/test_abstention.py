@@ -68,6 +68,8 @@ def test_each_gate_turns_away_the_requested_share_of_val(model):
 def test_bad_abstain_settings_are_refused():
     with pytest.raises(ValueError, match="ood_reject"):
         AbstainParams(ood_reject=0.7)
+    with pytest.raises(ValueError, match="other_catch"):
+        AbstainParams(other_catch=1.5)
 
 
 def save(model: SkinLesionClassifier, path) -> None:

@@ -18,6 +18,7 @@ from skinlesion.models.conformal import (
     set_membership,
     too_few,
 )
+from skinlesion.models.other import catch_summary
 from skinlesion.reports.coverage import card_lines, set_markdown, set_metrics
 
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
@@ -177,3 +178,8 @@ def test_the_card_section_reads_every_figure_from_the_runs():
     assert "| turned away by the gates | 5.0% | – | – |" in text
     assert "| Measles | 1.000 | – |" in text and "nonskin 46/48 (95.8%)" in text
     assert "No prediction sets" in card_lines({}, None, None, None)[0]
+    assert "other-rash gate is fitted" not in text  # no gate in this run: nothing said about one
+    gate = catch_summary({0.02: 0.55, 0.1: 0.81}, 0.03, 0.6)
+    text = "\n".join(card_lines(test | gate, None, external, rejection))
+    assert "fitted at 3 % of in-class validation photos" in text and "reaches 60%" in text
+    assert "(2 %: 55.0%, 10 %: 81.0%)" in text

@@ -13,7 +13,14 @@ from skinlesion.inference.other_rash import other_datamodule, other_rash_sets
 from skinlesion.inference.torch_backend import thresholds_of
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.models.graph import InferenceGraph
-from skinlesion.models.other import fit_other_gate, gate_features, other_score
+from skinlesion.models.other import (
+    catch_summary,
+    cross_fitted_catch,
+    fit_other_gate,
+    gate_features,
+    operating_point,
+    other_score,
+)
 from skinlesion.reports.tradeoff import best_under, scores, tradeoff
 from tests.helpers import compose_task, make_class_folders
 
@@ -136,3 +143,26 @@ def test_missing_other_rash_data_says_how_to_go_on_without_the_gate(tmp_path, mo
     with pytest.raises(DataError) as caught:
         other_datamodule(cfg.other_data, own, model)
     assert "no_msld_v2" in str(caught.value) and "data@other_data=msid" in str(caught.value)
+
+
+def test_the_cross_fitted_catch_tells_a_separable_rash_from_one_like_the_classes(model):
+    inside, val = outputs(model, 400, 0.0, 0), outputs(model, 200, 0.0, 2)
+    patients = [f"p{i // 3}" for i in range(120)]  # three photos per patient, never split
+    distinct = cross_fitted_catch(inside, outputs(model, 120, 0.8, 1, labels=2), val, patients, 4)
+    alike = cross_fitted_catch(inside, outputs(model, 120, 0.0, 3), val, patients, 4)  # drawn as in-class
+    assert list(distinct) == [0.02, 0.03, 0.05, 0.075, 0.10]
+    assert distinct[0.05] > 0.9
+    assert alike[0.05] < 0.2  # about the budget: nothing learned that holds out
+    assert alike[0.02] <= alike[0.10]
+    assert cross_fitted_catch(inside, outputs(model, 6, 0.8, 1, labels=2), val, ["one"] * 6, 4) == {}
+
+
+def test_the_operating_point_is_the_smallest_budget_that_catches_enough():
+    catch = {0.02: 0.55, 0.03: 0.62, 0.05: 0.69, 0.10: 0.81}
+    assert operating_point(catch, cap=0.05, target=0.6) == 0.03
+    assert operating_point(catch, cap=0.05, target=0.5) == 0.02
+    assert operating_point(catch, cap=0.05, target=0.8) == 0.05  # 0.10 would, but it is over the cap
+    assert operating_point(catch, cap=0.05, target=0.0) == 0.05  # target off: the cap as is
+    assert operating_point({}, cap=0.04, target=0.6) == 0.04  # no estimate (one patient)
+    summary = catch_summary({0.075: 0.7}, 0.05, 0.6)
+    assert summary == {"other/cv_caught_at_7.5pct": 0.7, "other/reject": 0.05, "other/catch_target": 0.6}

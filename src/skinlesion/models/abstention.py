@@ -40,12 +40,17 @@ class AbstainParams:
     ood_reject: float = 0.03
     confidence_reject: float = 0.0  # off: the prediction set says "unsure" with a stated coverage
     set_coverage: float = 0.90  # 0: no prediction sets (the top class alone)
-    other_reject: float = 0.02  # in-class val share the other-rash gate may turn away; 0: off
+    other_reject: float = 0.05  # the most in-class val share the other-rash gate may turn away; 0: off
+    other_catch: float = 0.60  # fit the gate at the smallest budget catching this share (cross-fitted)
 
     def __post_init__(self) -> None:
         for name in ("ood_reject", "confidence_reject", "other_reject"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ValueError(f"abstain.{name} must be in [0, 0.5), got {getattr(self, name)}")
+        if not 0.0 <= self.other_catch <= 1.0:
+            raise ValueError(
+                f"abstain.other_catch must be in [0, 1] (0: other_reject as is), got {self.other_catch}"
+            )
         if not 0.0 <= self.set_coverage < 1.0:
             raise ValueError(f"abstain.set_coverage must be in [0, 1) (0: off), got {self.set_coverage}")
 

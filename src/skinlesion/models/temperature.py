@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from skinlesion.core.checkpoints import load_checkpoint, save_checkpoint
 from skinlesion.models.abstention import AbstainParams, fit_abstention, fit_prediction_sets
 from skinlesion.models.graph import collect_outputs
-from skinlesion.models.other import OtherRashLoaders, fit_other_gate, joined
+from skinlesion.models.other import (
+    OtherRashLoaders,
+    catch_summary,
+    cross_fitted_catch,
+    fit_other_gate,
+    joined,
+    operating_point,
+)
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 200) -> float:
@@ -84,15 +91,16 @@ def calibrate_checkpoint(
         buffers |= fitted
         summary |= abstain_summary
     if gates and abstain.other_reject and other is not None:
-        fitted, other_summary = fit_other_gate(
-            model,
-            joined(train, *outputs_of(model, other.inside_train)),
-            joined(*outputs_of(model, other.outside_train)),
-            joined(val, *outputs_of(model, other.inside_val)),
-            abstain.other_reject,
-        )
+        inside = joined(train, *outputs_of(model, other.inside_train))
+        outside = joined(*outputs_of(model, other.outside_train))
+        val_inside = joined(val, *outputs_of(model, other.inside_val))
+        groups = getattr(other.outside_train.dataset, "groups", None) or range(len(outside["targets"]))
+        n_classes = len(model.class_names)
+        catch = cross_fitted_catch(inside, outside, val_inside, list(map(str, groups)), n_classes)
+        reject = operating_point(catch, abstain.other_reject, abstain.other_catch)
+        fitted, other_summary = fit_other_gate(model, inside, outside, val_inside, reject)
         buffers |= fitted
-        summary |= other_summary
+        summary |= other_summary | catch_summary(catch, reject, abstain.other_catch)
     if abstain is not None and abstain.set_coverage and len(targets):
         fitted, set_summary = fit_prediction_sets(
             model, model.probabilities(logits), targets, abstain.set_coverage

@@ -151,9 +151,28 @@ def card_lines(test: dict, oof: dict | None, external: dict | None, rejection: d
                 "",
                 *tradeoff_markdown(rejection["tradeoff"]),
             ]
+        lines += operating_point_lines(test)
     else:
         lines += ["", "Rejection rates on non-skin images not measured: run `make abstention`."]
     return [*lines, ""]
+
+
+def operating_point_lines(m: dict) -> list[str]:
+    """Where the other-rash gate was fitted and why: its cross-fitted catch over the training patients
+    (``models.other.cross_fitted_catch``), from the run's ``metrics.json``."""
+    prefix = "other/cv_caught_at_"
+    curve = {k.removeprefix(prefix).removesuffix("pct"): v for k, v in m.items() if k.startswith(prefix)}
+    if "other/reject" not in m or not curve:
+        return []
+    points = ", ".join(f"{b} %: {v:.1%}" for b, v in sorted(curve.items(), key=lambda kv: float(kv[0])))
+    target = m.get("other/catch_target")
+    reach = f"reaches {target:.0%}" if target else "is not chosen (other_catch=0)"
+    return [
+        "",
+        f"The other-rash gate is fitted at {m['other/reject'] * 100:g} % of in-class validation photos: the "
+        "smallest budget (up to `abstain.other_reject`) whose share of other rashes turned away, "
+        f"cross-fitted over the training patients, never the held-out ones above, {reach} ({points}).",
+    ]
 
 
 def calibration_markdown(rows: list[dict], class_names: Sequence[str], level: float, draws: int) -> str:
