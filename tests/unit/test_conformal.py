@@ -181,5 +181,7 @@ def test_the_card_section_reads_every_figure_from_the_runs():
     assert "other-rash gate is fitted" not in text  # no gate in this run: nothing said about one
     gate = catch_summary({0.02: 0.55, 0.1: 0.81}, 0.03, 0.6)
     text = "\n".join(card_lines(test | gate, None, external, rejection))
-    assert "fitted at 3 % of in-class validation photos" in text and "reaches 60%" in text
+    assert "fitted at 3 % of in-class validation photos" in text and "turns away 60% of" in text
+    fixed = "\n".join(card_lines(test | catch_summary({0.02: 0.55}, 0.05, 0.0), None, external, rejection))
+    assert "fitted at 5 % of in-class validation photos: a fixed budget" in fixed
     assert "(2 %: 55.0%, 10 %: 81.0%)" in text

@@ -165,13 +165,16 @@ def operating_point_lines(m: dict) -> list[str]:
     if "other/reject" not in m or not curve:
         return []
     points = ", ".join(f"{b} %: {v:.1%}" for b, v in sorted(curve.items(), key=lambda kv: float(kv[0])))
-    target = m.get("other/catch_target")
-    reach = f"reaches {target:.0%}" if target else "is not chosen (other_catch=0)"
+    target, budget = m.get("other/catch_target"), f"{m['other/reject'] * 100:g} %"
+    why = (
+        f"the smallest budget (up to `abstain.other_reject`) that turns away {target:.0%} of other rashes"
+        if target
+        else "a fixed budget (`abstain.other_catch=0`)"
+    )
     return [
         "",
-        f"The other-rash gate is fitted at {m['other/reject'] * 100:g} % of in-class validation photos: the "
-        "smallest budget (up to `abstain.other_reject`) whose share of other rashes turned away, "
-        f"cross-fitted over the training patients, never the held-out ones above, {reach} ({points}).",
+        f"The other-rash gate is fitted at {budget} of in-class validation photos: {why}, as estimated by "
+        f"cross-fitting over the training patients, never the held-out ones above ({points}).",
     ]
 
 
