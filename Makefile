@@ -48,7 +48,7 @@ lodo: $(STAMP)  ## leave one source out: train on all sources but one, test on i
 	$(PY) -m skinlesion.prepare data=multisource
 	$(PY) -m skinlesion.lodo external=$(EXTERNAL) $(ARGS)
 
-generalisation-study: $(STAMP)  ## what generalises to an unseen source: 8 arms x 2 held-out sources x 3 seeds (long; ARGS="common=[...,trainer=gpu]")
+generalisation-study: $(STAMP)  ## what generalises to an unseen source: 9 arms x 2 held-out sources x 3 seeds (long; ARGS="common=[...,trainer=gpu]")
 	$(PY) -m skinlesion.prepare data=multisource
 	$(PY) -m skinlesion.lodo --config-name lodo_study external=$(EXTERNAL) $(ARGS)
 
