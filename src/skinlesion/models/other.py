@@ -15,9 +15,11 @@ et al., 2019) that needs no retraining of the network:
   patients, under the within-class covariance of all their classes (Ledoit-Wolf shrinkage):
   ``w = S^-1 (mean_other - mean_inside)``; the score is ``(x - mean_inside) . w + b``, scaled so
   that the median in-class validation photo scores 0 and their spread (IQR) is 1;
-- threshold: the ``1 - other_reject`` quantile of the in-class validation scores, so the gate turns
-  away that share of in-class photos; the share of other-rash photos it turns away is measured on
-  patients it never saw.
+- threshold: the ``1 - b`` quantile of the in-class validation scores, so the gate turns away a
+  share b of in-class photos. The budget b is the smallest of ``OTHER_BUDGETS`` (at most
+  ``other_reject``) at which the gate, cross-fitted over the training patients, catches
+  ``other_catch`` of their other rashes (``cross_fitted_catch``, ``operating_point``); the share
+  it turns away is measured on patients it never saw.
 
 Stored as classifier buffers (``other_centre``, ``other_weight``, ``other_bias``,
 ``other_threshold``), computed in
