@@ -3,17 +3,21 @@
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
 from skinlesion.core.errors import DataError
 from skinlesion.inference.decision import NOT_KNOWN, Thresholds, decide
+from skinlesion.inference.loading import load_classifier
 from skinlesion.inference.other_rash import other_datamodule, other_rash_sets
 from skinlesion.inference.torch_backend import thresholds_of
+from skinlesion.models.abstention import AbstainParams
 from skinlesion.models.classifier import SkinLesionClassifier
 from skinlesion.models.graph import InferenceGraph
 from skinlesion.models.other import (
+    OtherRashLoaders,
     catch_summary,
     cross_fitted_catch,
     fit_other_gate,
@@ -21,6 +25,7 @@ from skinlesion.models.other import (
     operating_point,
     other_score,
 )
+from skinlesion.models.temperature import calibrate_checkpoint
 from skinlesion.reports.tradeoff import best_under, scores, tradeoff
 from tests.helpers import compose_task, make_class_folders
 
@@ -166,3 +171,35 @@ def test_the_operating_point_is_the_smallest_budget_that_catches_enough():
     assert operating_point({}, cap=0.04, target=0.6) == 0.04  # no estimate (one patient)
     summary = catch_summary({0.075: 0.7}, 0.05, 0.6)
     assert summary == {"other/cv_caught_at_7.5pct": 0.7, "other/reject": 0.05, "other/catch_target": 0.6}
+
+
+class Photos(torch.utils.data.TensorDataset):
+    """Images with labels and, like ``ImageListDataset``, a group (patient) per image."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, groups: list[str] | None = None) -> None:
+        super().__init__(x, y)
+        self.groups = groups
+
+
+def test_calibration_fits_the_gate_at_the_budget_the_training_patients_support(tmp_path, model):
+    g = torch.Generator().manual_seed(0)
+
+    def loader(n: int, other: bool = False) -> torch.utils.data.DataLoader:
+        y = torch.arange(n) % (2 if other else 4)
+        x = torch.randn(n, 3, 32, 32, generator=g) * 0.3 + (y[:, None, None, None] - 1.5) * 0.2
+        if other:  # other rashes: a pattern no in-class photo has
+            x[:, 0] += 2.0 * torch.sin(torch.arange(32.0))[None, None, :]
+        patients = [f"p{i // 3}" for i in range(n)] if other else None
+        return torch.utils.data.DataLoader(Photos(x, y, patients), batch_size=32)
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    train, val, other = loader(120), loader(80), OtherRashLoaders(outside_train=loader(60, other=True))
+    summary = calibrate_checkpoint(model, val, tmp_path / "m.ckpt", train, AbstainParams(), other)
+    assert summary["other/cv_caught_at_2pct"] >= 0.6 and summary["other/reject"] == 0.02
+    assert summary["other/val_inside_rejected"] <= 0.05  # 2 % of 80 photos, up to quantile ties
+    saved = load_classifier(tmp_path / "m.ckpt")
+    assert float(saved.other_threshold) == pytest.approx(summary["other/threshold"], rel=1e-6)
+    fixed = AbstainParams(other_catch=0.0)  # no target: the cap, whatever the curve says
+    assert calibrate_checkpoint(model, val, tmp_path / "m.ckpt", train, fixed, other)["other/reject"] == 0.05
