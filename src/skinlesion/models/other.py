@@ -76,6 +76,13 @@ def _within_precision(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(LedoitWolf(assume_centered=True).fit(centred.numpy()).precision_)
 
 
+def _centred(inside: dict, *others: dict) -> tuple[torch.Tensor, ...]:
+    """The gate features of ``inside`` and ``others`` in float64, less the in-class mean (returned
+    first): centred, the float32 scores of the exported graph stay exact."""
+    centre = gate_features(inside["taps"]).double().mean(0)
+    return centre, *(gate_features(o["taps"]).double() - centre for o in (inside, *others))
+
+
 def _direction(
     x_in: torch.Tensor, y_in: torch.Tensor, x_out: torch.Tensor, y_out: torch.Tensor
 ) -> torch.Tensor:
@@ -94,12 +101,10 @@ def fit_other_gate(
     """Fit on ``collect_outputs`` of in-class train photos (``inside``, labels = classes), other-rash
     train photos (``outside``, labels = their own folders, numbered after the classes) and in-class
     validation photos; sets the model's buffers, returns (buffers, summary)."""
-    centre = gate_features(inside["taps"]).double().mean(0)  # centred: float32 scores stay exact
-    x_in = gate_features(inside["taps"]).double() - centre
-    x_out = gate_features(outside["taps"]).double() - centre
+    centre, x_in, x_out, x_val = _centred(inside, outside, val_inside)
     n = len(model.class_names)
     weight = _direction(x_in, inside["targets"], x_out, outside["targets"] + n)
-    val = (gate_features(val_inside["taps"]).double() - centre) @ weight
+    val = x_val @ weight
     q1, median, q3 = torch.quantile(val, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
     scale = float(q3 - q1) or 1.0
     weight, bias = weight / scale, -median / scale
@@ -145,10 +150,7 @@ def cross_fitted_catch(
     patients that measure the gate would make that measurement optimistic. This curve costs only
     the photos the gate is fitted on anyway. Empty with fewer than two patients.
     """
-    centre = gate_features(inside["taps"]).double().mean(0)
-    x_in = gate_features(inside["taps"]).double() - centre
-    x_out = gate_features(outside["taps"]).double() - centre
-    x_val = gate_features(val_inside["taps"]).double() - centre
+    _, x_in, x_out, x_val = _centred(inside, outside, val_inside)
     y_out = outside["targets"] + n_classes
     groups = list(groups)
     k = min(folds, len(set(groups)))
