@@ -185,3 +185,6 @@ def test_the_card_section_reads_every_figure_from_the_runs():
     fixed = "\n".join(card_lines(test | catch_summary({0.02: 0.55}, 0.05, 0.0), None, external, rejection))
     assert "fitted at 5 % of in-class validation photos: a fixed budget" in fixed
     assert "(2 %: 55.0%, 10 %: 81.0%)" in text
+    # make train writes the card before any make abstention: the budget is stated all the same
+    before_abstention = "\n".join(card_lines(test | gate, None, external, None))
+    assert "not measured: run `make abstention`" in before_abstention and "fitted at 3 %" in before_abstention

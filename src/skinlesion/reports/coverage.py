@@ -151,10 +151,9 @@ def card_lines(test: dict, oof: dict | None, external: dict | None, rejection: d
                 "",
                 *tradeoff_markdown(rejection["tradeoff"]),
             ]
-        lines += operating_point_lines(test)
     else:
         lines += ["", "Rejection rates on non-skin images not measured: run `make abstention`."]
-    return [*lines, ""]
+    return [*lines, *operating_point_lines(test), ""]
 
 
 def operating_point_lines(m: dict) -> list[str]:
@@ -174,7 +173,7 @@ def operating_point_lines(m: dict) -> list[str]:
     return [
         "",
         f"The other-rash gate is fitted at {budget} of in-class validation photos: {why}, as estimated by "
-        f"cross-fitting over the training patients, never the held-out ones above ({points}).",
+        f"cross-fitting over the training patients, never held-out ones ({points}).",
     ]
 
 
