@@ -72,6 +72,10 @@ class PrepareParams:
             raise DataError(f"data.split fractions must be >= 0 and sum to 1, got {asdict(sp)}")
         if not isinstance(sp.grouped, bool):
             raise DataError(f"data.split.grouped must be true or false, got {sp.grouped!r}")
+        if not isinstance(sp.min_val_per_class, int) or sp.min_val_per_class < 0:
+            raise DataError(
+                f"data.split.min_val_per_class must be a whole number >= 0, got {sp.min_val_per_class!r}"
+            )
         return cls(
             class_names=tuple(class_names) if class_names else None,
             split=sp,
@@ -87,6 +91,8 @@ class PrepareParams:
         d = json.loads(json.dumps(asdict(self)))
         if self.split.grouped:
             del d["split"]["grouped"]
+        if not self.split.min_val_per_class:
+            del d["split"]["min_val_per_class"]
         if not self.sources:
             del d["sources"]
         if self.crops == CropParams():
@@ -225,7 +231,7 @@ def prepare(root: Path, out_dir: Path, params: PrepareParams) -> dict:
     by_source = [r.source for r in records] if len(params.sources) > 1 else None
     labels = [r.label for r in records]
     idents = [r.ident for r in records]
-    splits, conflicts = file_splits(labels, groups, idents, params.split, params.conflicts, by_source)
+    splits, conflicts = file_splits(labels, groups, idents, params.split, params.conflicts, by_source, names)
     manifest = manifest_bytes(records, groups, splits, with_source=bool(params.sources))
     units = groups if params.split.grouped else idents
     report = build_report(records, units, dict(zip(units, splits, strict=True)), conflicts, pairs, names)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from skinlesion.core.errors import DataError
@@ -24,6 +24,10 @@ class SplitParams:
     test: float = 0.1
     seed: int = 42
     grouped: bool = True  # False: every file is its own unit, duplicates may straddle the splits
+    # At least this many val photos of each class, taken from train (whole groups; test untouched):
+    # a class-conditional conformal threshold at level L is the class's least-confident val photo
+    # until it has (1 + L) / (1 - L) of them (19 at 90 %). 0: the fractions alone.
+    min_val_per_class: int = 0
 
 
 def allocate_groups(
@@ -70,22 +74,59 @@ def assign_splits(
     split: SplitParams,
     on_conflict: str,
     sources_of: Sequence[str] | None = None,
+    classes: Collection[str] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Map group -> split, stratified by class (and source) and grouped; returns (mapping, conflict
     groups).
 
     ``labels_of[i]`` is the label of the file in ``groups[i]`` (``sources_of[i]`` its source, when
     the splits are stratified by source too); a group with two labels goes to train
-    (``on_conflict="train"``) or is excluded.
+    (``on_conflict="train"``) or is excluded. ``classes``: the labels that ``split.min_val_per_class``
+    tops up (None: all; a source's folders outside the four classes are not topped up).
     """
     labels: dict[str, list[str]] = defaultdict(list)
     for label, g in zip(labels_of, groups, strict=True):
         labels[g].append(label)
     fractions = {"train": split.train, "val": split.val, "test": split.test}
     mapping, conflicts = allocate_groups(labels, fractions, split.seed, members_by_group(groups, sources_of))
+    top_up_val(mapping, labels, split.min_val_per_class, split.seed, classes)
     for g in conflicts:
         mapping[g] = "train" if on_conflict == "train" else "excluded"
     return mapping, conflicts
+
+
+def top_up_val(
+    mapping: dict,
+    labels: dict[str, list[str]],
+    minimum: int,
+    seed: int,
+    classes: Collection[str] | None = None,
+) -> None:
+    """Move whole train groups of each class (of ``classes``; None: every label) into val, in a
+    seeded order, until val holds at least ``minimum`` photos of that class (or train has none left
+    to give). Test is never touched.
+
+    Only single-label groups move (two-label groups are not in ``mapping`` yet). Why: with a 10 %
+    val the smallest classes get 9-15 calibration photos, and one badly scored photo then opens
+    their prediction sets for every photo (``models.conformal``).
+    """
+    if minimum <= 0:
+        return
+    rng = random.Random(seed)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for g in sorted(mapping):
+        if classes is None or labels[g][0] in classes:
+            by_class[labels[g][0]].append(g)
+    for label in sorted(by_class):
+        gs = by_class[label]
+        have = sum(len(labels[g]) for g in gs if mapping[g] == "val")
+        spare = [g for g in gs if mapping[g] == "train"]
+        rng.shuffle(spare)
+        for g in spare:
+            if have >= minimum:
+                break
+            mapping[g] = "val"
+            have += len(labels[g])
 
 
 def file_splits(
@@ -95,12 +136,13 @@ def file_splits(
     split: SplitParams,
     on_conflict: str,
     sources_of: Sequence[str] | None = None,
+    classes: Collection[str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Each file's split and the label-conflict groups: by :func:`assign_splits` over the duplicate
     ``groups``, or, with ``split.grouped`` false, over the files themselves (``idents``, unique), so
     that a group's members are split like any other files and no group counts as a conflict."""
     units = list(groups) if split.grouped else list(idents)
-    mapping, conflicts = assign_splits(labels_of, units, split, on_conflict, sources_of)
+    mapping, conflicts = assign_splits(labels_of, units, split, on_conflict, sources_of, classes)
     return [mapping[u] for u in units], conflicts
 
 
