@@ -72,7 +72,8 @@ class PrepareParams:
             raise DataError(f"data.split fractions must be >= 0 and sum to 1, got {asdict(sp)}")
         if not isinstance(sp.grouped, bool):
             raise DataError(f"data.split.grouped must be true or false, got {sp.grouped!r}")
-        if not isinstance(sp.min_val_per_class, int) or sp.min_val_per_class < 0:
+        m = sp.min_val_per_class
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
             raise DataError(
                 f"data.split.min_val_per_class must be a whole number >= 0, got {sp.min_val_per_class!r}"
             )
