@@ -41,7 +41,7 @@ from skinlesion.reports.plots import plot_cv_folds
 from skinlesion.training.fit import build_datamodule, train
 
 log = logging.getLogger(__name__)
-OOF_SET_KEYS = ("set_level", "set_coverage", "set_min_class_coverage", "set_mean_size")
+OOF_SET_KEYS = ("set_level", "set_coverage", "set_min_class_coverage", "set_floor_chance", "set_mean_size")
 
 
 def fold_config(cfg: DictConfig, fold: int) -> DictConfig:

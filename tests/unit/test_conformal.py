@@ -1,5 +1,7 @@
 """Prediction sets: the coverage promise holds class by class, the rule is the same everywhere."""
 
+import math
+
 import lightning as L
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from skinlesion.models.conformal import (
     too_few,
 )
 from skinlesion.models.other import catch_summary
-from skinlesion.reports.coverage import card_lines, set_markdown, set_metrics
+from skinlesion.reports.coverage import card_lines, floor_chance, set_markdown, set_metrics
 
 CLASSES = ["Chickenpox", "Measles", "Monkeypox", "Normal"]
 
@@ -168,6 +170,24 @@ def test_coverage_and_sizes_are_counted_class_by_class():
     assert "## Prediction sets (90 % class-conditional conformal)" in text and "| Measles | 0.500 |" in text
 
 
+def _at_least(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+
+
+def test_the_chance_that_exact_sets_meet_the_floor_is_the_binomial_one():
+    # the multi-source test split: 15, 12, 38, 35 photos; 90 % sets, each class at >= 85 %
+    need = {15: 13, 12: 11, 38: 33, 35: 30}  # ceil(0.85 n)
+    expected = math.prod(_at_least(k, n, 0.9) for n, k in need.items())
+    assert floor_chance([15, 12, 38, 35], 0.9) == pytest.approx(expected) and 0.3 < expected < 0.5
+    assert floor_chance([17, 20], 0.9) == pytest.approx(_at_least(15, 17, 0.9) * _at_least(17, 20, 0.9))
+    assert floor_chance([400] * 4, 0.9) > 0.99 > floor_chance([40] * 4, 0.9) > floor_chance([12] * 4, 0.9)
+    m = set_metrics(np.eye(4, dtype=bool)[[0, 1, 2, 3, 3]], np.array([0, 1, 2, 3, 2]), CLASSES, "test", 0.9)
+    assert m["test/set_floor_chance"] == pytest.approx(floor_chance([1, 1, 2, 1], 0.9))
+    assert "keep every class at 85 % or more only" in set_markdown(m, CLASSES, "test")
+    no_level = set_metrics(np.eye(4, dtype=bool), np.arange(4), CLASSES, "test", float("nan"))
+    assert "test/set_floor_chance" not in no_level
+
+
 def test_the_card_section_reads_every_figure_from_the_runs():
     member = np.eye(4, dtype=bool)[[0, 1, 2, 3]]
     test = set_metrics(member, np.arange(4), CLASSES, "test", 0.9) | {"test/abstention_rate": 0.05}
@@ -175,6 +195,7 @@ def test_the_card_section_reads_every_figure_from_the_runs():
     rejection = {"sets": {"nonskin": {"n": 48, "rejected": 46, "rejected_fraction": 46 / 48}}}
     text = "\n".join(card_lines(test, None, external, rejection))
     assert "| coverage | 1.000 | – | 0.500 |" in text
+    assert "| exact 90 % sets keep every class at 85 % here | 65.6% | – | 81.0% |" in text
     assert "| turned away by the gates | 5.0% | – | – |" in text
     assert "| Measles | 1.000 | – |" in text and "nonskin 46/48 (95.8%)" in text
     assert "No prediction sets" in card_lines({}, None, None, None)[0]

@@ -4,19 +4,38 @@ The sets come in as an (N, C) membership matrix (``inference.torch_backend.predi
 ``models.conformal.cross_fit_membership`` out of fold), so this module only counts. Coverage is
 the share of photos whose set holds their true class; the promise is per class, so each class's
 coverage is reported with its exact (Clopper-Pearson) interval: with ten photos of a class, 0.8 is
-no evidence against 0.9.
+no evidence against 0.9. For the same reason the report says how often sets that cover exactly the
+level would keep every class within ``FLOOR_MARGIN`` of it on a split of these sizes: with a dozen
+photos of a class, one class falling under is what an exact method does a third of the time.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binom, binomtest
 
 from skinlesion.reports.tradeoff import tradeoff_markdown
 
 CI_LEVEL = 0.95
+FLOOR_MARGIN = 0.05  # the project's floor: class-conditional coverage >= level - 0.05
+
+
+def floor_chance(counts: Sequence[int], level: float, margin: float = FLOOR_MARGIN) -> float:
+    """The chance that sets covering each class exactly ``level`` keep every class at
+    ``level - margin`` or more on a split with ``counts`` photos per class (independent binomials).
+
+    Read beside the lowest class coverage: when it is well under 1, a class under the floor on
+    this split is weak evidence against the method.
+    """
+    chance = 1.0
+    for n in counts:
+        if n > 0:
+            need = math.ceil((level - margin) * n - 1e-9)  # 1e-9: 0.85 * 20 must be 17
+            chance *= float(binom.sf(need - 1, n, level))
+    return chance
 
 
 def exact_interval(hits: int, n: int) -> list[float] | None:
@@ -44,17 +63,20 @@ def set_metrics(
         f"{p}/set_single_rate": float((sizes == 1).mean()) if n else float("nan"),
         f"{p}/set_single_acc": float(covered[sizes == 1].mean()) if (sizes == 1).any() else float("nan"),
     }
-    per_class = []
+    per_class, counts = [], []
     for c, name in enumerate(class_names):
         own = targets == c
         if not own.any():
             continue
         value = float(covered[own].mean())
         per_class.append(value)
+        counts.append(int(own.sum()))
         out[f"{p}/set_coverage/{name}"] = value
         out[f"{p}/set_coverage_ci/{name}"] = exact_interval(int(covered[own].sum()), int(own.sum()))
         out[f"{p}/set_mean_size/{name}"] = float(sizes[own].mean())
     out[f"{p}/set_min_class_coverage"] = min(per_class) if per_class else float("nan")
+    if level == level:  # no level (NaN): no sets to judge
+        out[f"{p}/set_floor_chance"] = floor_chance(counts, level)
     return out
 
 
@@ -86,6 +108,14 @@ def set_markdown(m: dict, class_names: Sequence[str], prefix: str) -> str:
                 f"| {name} | {m[f'{p}/set_coverage/{name}']:.3f} | {_ci(m[f'{p}/set_coverage_ci/{name}'])} "
                 f"| {m[f'{p}/set_mean_size/{name}']:.2f} |"
             )
+    if f"{p}/set_floor_chance" in m:
+        floor = round(100 * (m[f"{p}/set_level"] - FLOOR_MARGIN))
+        lines += [
+            "",
+            f"With this many photos per class, sets that covered exactly {level} % would keep every class "
+            f"at {floor} % or more only {m[f'{p}/set_floor_chance']:.0%} of the time (binomial): read the "
+            "lowest class with its interval.",
+        ]
     return "\n".join([*lines, ""]) + "\n"
 
 
@@ -113,6 +143,7 @@ def card_lines(test: dict, oof: dict | None, external: dict | None, rejection: d
     rows = [
         ("coverage", "set_coverage", False),
         ("lowest class coverage", "set_min_class_coverage", False),
+        (f"exact {level} % sets keep every class at {level - 5} % here", "set_floor_chance", True),
         ("mean set size", "set_mean_size", False),
         ("single-class answers", "set_single_rate", True),
         ("turned away by the gates", "abstention_rate", True),
