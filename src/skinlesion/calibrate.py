@@ -5,7 +5,9 @@ validation split right after training; this runs the same step again on a saved 
 ``abstain.*`` settings, or a checkpoint from before they existed) and merges the figures into the
 run's ``metrics.json``. It also fits the other-rash gate (``models/other.py``) on the photos of
 other rashes of the checkpoint's own data, or of ``other_data`` (``data=multisource`` by default)
-for a checkpoint trained without them.
+for a checkpoint trained without them. With ``set_scores=<cv dir>``, the prediction sets are fitted on
+that cross-validation's out-of-fold scores of the model's own train + val photos
+(``reports.oof_scores``) instead of on val.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from skinlesion.inference.loading import (
 from skinlesion.inference.other_rash import other_rash_loaders
 from skinlesion.models.abstention import AbstainParams
 from skinlesion.models.temperature import calibrate_checkpoint
+from skinlesion.reports.oof_scores import out_of_fold_scores
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,10 @@ def calibrate(cfg: DictConfig) -> dict:
     other = other_rash_loaders(cfg.get("other_data"), dm, model) if params.other_reject else None
     if params.other_reject and other is None:
         log.warning("no photos of other rashes: the other-rash gate is not fitted")
-    summary = calibrate_checkpoint(model, dm.eval_loader("val"), ckpt, dm.eval_loader("train"), params, other)
+    oof = out_of_fold_scores(cfg.set_scores, model.class_names, dm) if cfg.get("set_scores") else None
+    summary = calibrate_checkpoint(
+        model, dm.eval_loader("val"), ckpt, dm.eval_loader("train"), params, other, set_scores=oof
+    )
     metrics_path = run_dir_of(ckpt) / "metrics.json"
     if metrics_path.is_file():
         write_json(metrics_path, json.loads(metrics_path.read_text()) | summary)

@@ -58,6 +58,8 @@ def model_description(model: SkinLesionClassifier, ckpt: Path, parity: dict, ops
     run_metrics_path = run_dir_of(ckpt) / "metrics.json"
     run_metrics = json.loads(run_metrics_path.read_text()) if run_metrics_path.is_file() else {}
     metric_prefixes = ("test/", "val/", "calibration/", "abstain/", "sets/", "other/")
+    out_of_fold = run_metrics.get("sets/calibration") == "out of fold"
+    sets_fitted_on = "out-of-fold cross-validation scores" if out_of_fold else "val"
     versions = package_versions()
     for name in EXPORT_PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -77,8 +79,9 @@ def model_description(model: SkinLesionClassifier, ckpt: Path, parity: dict, ops
             "other_rash_fitted": model.other_weight.numel() > 0,
         },
         "prediction_sets": {
-            "method": "class-conditional (Mondrian) split conformal, score 1 - p_class, fitted on val: "
-            "class c is in the set when its calibrated probability >= thresholds.set_thresholds[c]; "
+            "method": "class-conditional (Mondrian) split conformal, score 1 - p_class, fitted on "
+            f"{sets_fitted_on}: class c is in the set when its calibrated probability >= "
+            "thresholds.set_thresholds[c]; "
             "never empty (the top class alone when none reaches its threshold)",
             "level": reference.info.thresholds.set_level,
         },

@@ -8,10 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from skinlesion.calibrate import calibrate
+from skinlesion.core.errors import ConfigError, DataError
 from skinlesion.cv import cross_validate
 from skinlesion.cv_compare import compare
 from skinlesion.data.manifest import read_manifest
 from skinlesion.evaluate import evaluate
+from skinlesion.inference.loading import load_classifier
+from skinlesion.models.conformal import fit_set_thresholds
+from skinlesion.reports.heldout import read_predictions
 from tests.helpers import FAST
 
 
@@ -86,3 +91,44 @@ def test_cv_on_real_slice(tmp_path, compose_cfg, real_slice):
     assert cmp["rows"][0]["fold_acc"] == pytest.approx([f["acc"] for f in report["folds"]])
     assert cmp["rows"][0]["oof_acc"] == pytest.approx(report["oof"]["acc"])
     assert cmp["rows"][1]["diff_acc"]["mean"] == 0 and cmp["rows"][2]["oof_acc"] == cmp["rows"][0]["oof_acc"]
+
+    # a model's sets fitted on the CV's out-of-fold scores (calibrate set_scores=<cv dir>): fold 0's
+    # run, whose own train + val photos are the CV's pool; its thresholds are the rule's on those scores
+    run = shutil.copytree(out / "fold0", tmp_path / "oofcal")
+    ckpt = run / "checkpoints" / "best.ckpt"
+
+    def refit(scores: Path) -> dict:
+        overrides = [f"ckpt_path={ckpt}", f"set_scores={scores}", "~data@other_data"]
+        return calibrate(compose_cfg(*overrides, config_name="calibrate"))
+
+    summary = refit(out)
+    scored = read_predictions(out / "oof" / "predictions.csv")
+    assert np.allclose(
+        load_classifier(ckpt).set_threshold.numpy(), fit_set_thresholds(scored.probs, scored.targets, 4, 0.9)
+    )
+    assert (
+        summary["sets/calibration"] == "out of fold"
+        and summary["sets/calibration_photos"] == report["n_images"]
+    )
+    assert json.loads((run / "metrics.json").read_text())["sets/calibration"] == "out of fold"
+
+    # refused, the checkpoint untouched: scores of a photo of the model's test split, of other classes,
+    # or no CV at all
+    before = ckpt.read_bytes()
+    leaky = tmp_path / "leaky"
+    (leaky / "oof").mkdir(parents=True)
+    lines = (out / "oof" / "predictions.csv").read_text().splitlines()
+    a_test_photo = next(r["path"] for r in manifest if r["split"] == "test")
+    (leaky / "oof" / "predictions.csv").write_text(
+        "\n".join([*lines, a_test_photo + lines[1][lines[1].index(",") :]])
+    )
+    with pytest.raises(DataError, match=r"1 of the \d+ photos .* are in this model's test split"):
+        refit(leaky)
+    (leaky / "oof" / "predictions.csv").write_text(
+        "\n".join([lines[0].replace("p_Measles", "p_Mpox"), *lines[1:]])
+    )
+    with pytest.raises(ConfigError, match="scores the classes"):
+        refit(leaky)
+    with pytest.raises(ConfigError, match="is not a cross-validation run"):
+        refit(tmp_path / "nowhere")
+    assert ckpt.read_bytes() == before

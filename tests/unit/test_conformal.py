@@ -209,3 +209,12 @@ def test_the_card_section_reads_every_figure_from_the_runs():
     # make train writes the card before any make abstention: the budget is stated all the same
     before_abstention = "\n".join(card_lines(test | gate, None, external, None))
     assert "not measured: run `make abstention`" in before_abstention and "fitted at 3 %" in before_abstention
+    # the promise the card states follows where the sets were fitted
+    assert "fitted on the validation split: for a photo like" in text
+    oof = "\n".join(
+        card_lines(
+            test | {"sets/calibration": "out of fold", "sets/calibration_photos": 989}, None, None, None
+        )
+    )
+    assert "out-of-fold scores of a cross-validation of its train + val photos (989 photos)" in oof
+    assert "measured below, not promised" in oof and "with probability at least" not in oof

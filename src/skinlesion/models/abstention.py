@@ -110,16 +110,21 @@ def fit_abstention(
 
 
 def fit_prediction_sets(
-    model: SkinLesionClassifier, probs: torch.Tensor, targets: torch.Tensor, level: float
+    model: SkinLesionClassifier,
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    level: float,
+    val_probs: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Set thresholds from calibrated validation probabilities; sets the model's buffers."""
+    """Set thresholds from calibrated probabilities of held-out photos (val, unless out-of-fold
+    scores are given: then ``val_probs`` are val's, for its mean set size); sets the model's buffers."""
     names = model.class_names
     p, y = probs.double().cpu().numpy(), targets.cpu().numpy()
     thresholds = fit_set_thresholds(p, y, len(names), level)
     short = [names[c] for c in too_few(y, len(names), level)]
     if short:
         log.warning(
-            "too few validation photos of %s for %.0f %% sets: %s will be in every set",
+            "too few calibration photos of %s for %.0f %% sets: %s will be in every set",
             ", ".join(short),
             100 * level,
             "they" if len(short) > 1 else "it",
@@ -131,9 +136,11 @@ def fit_prediction_sets(
     device = model.temperature.device
     model.set_threshold = buffers["set_threshold"].to(device)
     model.set_level = buffers["set_level"].to(device)
-    sizes = set_membership(p, model.set_threshold.double().cpu().numpy()).sum(1)
+    on_val = p if val_probs is None else val_probs.double().cpu().numpy()
+    sizes = set_membership(on_val, model.set_threshold.double().cpu().numpy()).sum(1)
     summary = {
         "sets/level": level,
+        "sets/calibration_photos": len(y),
         "sets/val_mean_size": float(sizes.mean()) if len(sizes) else float("nan"),
         "sets/classes_in_every_set": short,
     }

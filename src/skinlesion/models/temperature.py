@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -66,13 +67,15 @@ def calibrate_checkpoint(
     train_loader=None,
     abstain: AbstainParams | None = None,
     other: OtherRashLoaders | None = None,
+    set_scores: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Fit the temperature of ``model`` (holding the checkpoint's weights) on val; store it back.
 
     With a ``train_loader`` (eval transforms) and ``abstain`` enabled, also fit the abstention
     thresholds and the out-of-distribution statistics; with ``abstain.set_coverage``, the prediction
     sets' thresholds; with ``other`` (photos of other rashes) and ``abstain.other_reject``, the
-    other-rash gate: all stored in the same checkpoint.
+    other-rash gate: all stored in the same checkpoint. ``set_scores`` (calibrated probabilities
+    and targets of other held-out photos: ``reports.oof_scores``) fit the sets instead of val.
     """
     val = collect_outputs(model, val_loader)
     logits, targets = val["logits"], val["targets"]
@@ -102,9 +105,10 @@ def calibrate_checkpoint(
         buffers |= fitted
         summary |= other_summary | catch_summary(catch, reject, abstain.other_catch)
     if abstain is not None and abstain.set_coverage and len(targets):
-        fitted, set_summary = fit_prediction_sets(
-            model, model.probabilities(logits), targets, abstain.set_coverage
-        )
+        val_probs = model.probabilities(logits)
+        cal = (val_probs, targets) if set_scores is None else tuple(map(torch.as_tensor, set_scores))
+        fitted, set_summary = fit_prediction_sets(model, *cal, abstain.set_coverage, val_probs)
+        set_summary["sets/calibration"] = "val" if set_scores is None else "out of fold"
         buffers |= fitted
         summary |= set_summary
     update_checkpoint_buffers(ckpt_path, buffers)

@@ -135,6 +135,15 @@ def card_lines(test: dict, oof: dict | None, external: dict | None, rejection: d
     if "test/set_coverage" not in test:
         return ["No prediction sets in this run: `python -m skinlesion.calibrate`, then `make evaluate`.", ""]
     level = round(100 * test["test/set_level"])
+    promise = (
+        f"fitted on the out-of-fold scores of a cross-validation of its train + val photos "
+        f"({test.get('sets/calibration_photos', '?')} photos): aimed at a true class in the set with "
+        f"probability {level} %, class by class; the fold models are not this one, so that is measured "
+        "below, not promised"
+        if test.get("sets/calibration") == "out of fold"
+        else "fitted on the validation split: for a photo like the calibration photos, its true class is "
+        f"in the set with probability at least {level} %, class by class"
+    )
     columns = [
         ("in-domain test", test, "test/"),
         ("out of fold (CV)", oof, ""),
@@ -150,9 +159,8 @@ def card_lines(test: dict, oof: dict | None, external: dict | None, rejection: d
     ]
     lines = [
         f"The model names one condition only when its {level} % prediction set holds exactly one; otherwise "
-        "it says which conditions the photo could be. Class-conditional split conformal prediction, fitted "
-        f"on the validation split: for a photo like the calibration photos, its true class is in the set "
-        f"with probability at least {level} %, class by class. Out of fold, each fold's sets use "
+        "it says which conditions the photo could be. Class-conditional split conformal prediction, "
+        f"{promise}. Out of fold, each fold's sets use "
         "thresholds fitted on the other folds.",
         "",
         "| | " + " | ".join(name for name, _, _ in columns) + " |",
