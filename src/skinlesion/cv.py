@@ -120,11 +120,13 @@ def run_fold(cfg: DictConfig, fold: int) -> tuple[dict, dict]:
 
 
 def fold_pool_sizes(dm: SkinLesionDataModule, n_folds: int) -> tuple[int, int]:
-    """(images scored in some fold, images of label-conflict groups that only ever train)."""
+    """(images scored in some fold, images of label-conflict groups that only ever train); photos
+    outside the classes (other rashes, ``data=multisource``) are in no fold's scores, so not counted."""
     pool = [r for r in read_manifest(dm.manifest_path) if r["split"] in ("train", "val")]
-    folds = assign_folds(pool, n_folds, dm.params.split.seed)
-    conflicts = sum(folds[r["group"]] is None for r in pool)
-    return len(pool) - conflicts, conflicts
+    folds = assign_folds(pool, n_folds, dm.params.split.seed)  # over the whole pool, as fold_rows does
+    scored = [r for r in pool if r["label"] in set(dm.class_names)]
+    conflicts = sum(folds[r["group"]] is None for r in scored)
+    return len(scored) - conflicts, conflicts
 
 
 def oof_sets(

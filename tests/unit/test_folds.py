@@ -1,11 +1,15 @@
 """Cross-validation folds: grouped, stratified, conflicts only in training, test untouched."""
 
+import csv
 from collections import Counter, defaultdict
+from types import SimpleNamespace
 
 import pytest
 
 from skinlesion.core.errors import DataError
+from skinlesion.cv import fold_pool_sizes
 from skinlesion.data.datamodule import SkinLesionDataModule
+from skinlesion.data.manifest import MANIFEST_COLUMNS
 from skinlesion.data.splits import assign_folds, fold_rows
 from tests.helpers import CLASSES, add_duplicates
 
@@ -88,3 +92,28 @@ def test_datamodule_fold_rebuilds_train_and_val_from_the_manifest(tmp_path, synt
         seen_val += val
     conflict = {"Monkeypox/monkeypox_mislabelled.png", "Chickenpox/chickenpox0.png"}
     assert sorted(seen_val) == sorted(pool - conflict)
+
+
+def test_the_cv_report_counts_only_the_photos_its_folds_score(tmp_path):
+    # other rashes (data=multisource) sit in train + val and in the folds' groups, but no fold scores them
+    rows = manifest_rows() + [
+        {"path": f"Cowpox/{k}.png", "label": "Cowpox", "group": f"o{k}", "split": "train" if k % 5 else "val"}
+        for k in range(30)
+    ]
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, MANIFEST_COLUMNS, extrasaction="ignore", restval="")
+        w.writeheader()
+        w.writerows(rows)
+    dm = SimpleNamespace(
+        manifest_path=manifest, class_names=CLASSES, params=SimpleNamespace(split=SimpleNamespace(seed=0))
+    )
+    scored_val = [
+        r
+        for k in range(4)
+        for r in fold_rows(rows, k, 4, seed=0)
+        if r["split"] == "val" and r["label"] in CLASSES
+    ]
+    assert fold_pool_sizes(dm, 4) == (len(scored_val), 2)  # the two photos of the conflict group gc
+    in_class = [r for r in rows if r["split"] != "test" and r["label"] in CLASSES]
+    assert len(scored_val) + 2 == len(in_class) < len([r for r in rows if r["split"] != "test"])
