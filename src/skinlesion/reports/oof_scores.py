@@ -35,7 +35,7 @@ def out_of_fold_scores(
             f"set_scores={cv_dir} is not a cross-validation run: no {predictions} "
             "(run python -m skinlesion.cv with this model's data and split)"
         )
-    with open(predictions, newline="") as fh:
+    with open(predictions, newline="") as fh:  # the header first: read_predictions needs its classes
         header = next(csv.reader(fh), [])
     names = [k.removeprefix("p_") for k in header if k.startswith("p_")]
     if names != list(class_names):
